@@ -1,0 +1,228 @@
+"""The clinical record: care teams, patients, scans, slices and predictions."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+CLASS_NAMES = ("normal", "benign", "malignant")
+
+
+class CareTeam(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="care_teams", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Patient(models.Model):
+    class Sex(models.TextChoices):
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "O", "Other"
+        UNKNOWN = "U", "Unknown"
+
+    team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="patients")
+    mrn = models.CharField(
+        "MRN",
+        max_length=32,
+        help_text="Medical record number: letters, digits, dot, dash or underscore.",
+        validators=[RegexValidator(r"^[A-Za-z0-9._-]+$", "Use only letters, digits, '.', '-' and '_'.")],
+    )
+    name = models.CharField(max_length=200)
+    birth_date = models.DateField()
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "mrn"],
+                name="patient_mrn_unique_per_team",
+                violation_error_message="A patient with this MRN already exists in this care team.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mrn})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:patient_detail", args=[self.pk])
+
+    @property
+    def age(self) -> int:
+        today = date.today()
+        before_birthday = (today.month, today.day) < (self.birth_date.month, self.birth_date.day)
+        return today.year - self.birth_date.year - before_birthday
+
+
+class Scan(models.Model):
+    """A study: one or more CT slices uploaded together."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="scans")
+    study_date = models.DateField(default=date.today)
+    note = models.TextField(blank=True, max_length=2000)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Scan {self.pk} of {self.study_date:%Y-%m-%d}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:scan_detail", args=[self.pk])
+
+
+class Slice(models.Model):
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="slices")
+    position = models.PositiveIntegerField()
+    # Stored under a generated name; the client's name is kept for display only.
+    image = models.FileField(max_length=200)
+    thumbnail = models.FileField(max_length=200)
+    original_name = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=50)
+    sha256 = models.CharField("SHA-256", max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["scan", "position"], name="slice_position_unique")]
+
+    def __str__(self) -> str:
+        return f"Slice {self.position + 1} of scan {self.scan_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:slice_image", args=[self.pk])
+
+
+class Probabilities(models.Model):
+    """Per-class probabilities shared by a prediction and its per-slice results."""
+
+    label = models.CharField(max_length=16, blank=True, choices=[(c, c.capitalize()) for c in CLASS_NAMES])
+    p_normal = models.FloatField(null=True, blank=True)
+    p_benign = models.FloatField(null=True, blank=True)
+    p_malignant = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def probabilities(self) -> dict[str, float] | None:
+        if self.p_normal is None:
+            return None
+        return {"normal": self.p_normal, "benign": self.p_benign, "malignant": self.p_malignant}
+
+
+class Prediction(Probabilities):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    AGGREGATION_RULE = (
+        "The scan's probabilities are the mean of its slices' probabilities; "
+        "its label is the class with the highest mean."
+    )
+
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="predictions")
+    model_version = models.ForeignKey(
+        "inference.ModelVersion", on_delete=models.PROTECT, related_name="predictions"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    inference_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # A scan is classified once per model version: a failure is re-run in place.
+            models.UniqueConstraint(fields=["scan", "model_version"], name="prediction_once_per_model"),
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]),
+                name="prediction_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="succeeded") | (Q(p_normal__isnull=False) & ~Q(label="")),
+                name="prediction_succeeded_has_result",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Prediction {self.pk} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:prediction_detail", args=[self.pk])
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}
+
+    @property
+    def wait_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.started_at - self.queued_at).total_seconds()
+
+    @property
+    def run_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def is_stale(self) -> bool:
+        """Queued or running for longer than any healthy run takes: the work was lost."""
+        if self.is_final:
+            return False
+        since = self.started_at if self.status == self.Status.RUNNING else self.queued_at
+        limit = (
+            settings.PREDICTION_REQUEUE_AFTER
+            if self.status == self.Status.QUEUED
+            else timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+        )
+        return since is not None and timezone.now() - since > limit
+
+
+class SliceResult(Probabilities):
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="slice_results")
+    slice = models.ForeignKey(Slice, on_delete=models.CASCADE, related_name="results")
+    heatmap = models.FileField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["slice__position"]
+        constraints = [
+            models.UniqueConstraint(fields=["prediction", "slice"], name="slice_result_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} for slice {self.slice_id}"

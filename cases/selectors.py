@@ -1,0 +1,125 @@
+"""Everything that reads for a user. Team scoping is enforced here, for HTML and API alike:
+a clinician sees only the patients of their care teams, and anything else does not exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.shortcuts import get_object_or_404
+
+from .models import CareTeam, Patient, Prediction, Scan, Slice, SliceResult
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def teams_for(user: User) -> QuerySet[CareTeam]:
+    if not user.is_authenticated or not user.is_active:
+        return CareTeam.objects.none()
+    return CareTeam.objects.filter(members=user)
+
+
+def patients_for(user: User) -> QuerySet[Patient]:
+    return Patient.objects.filter(team__in=teams_for(user)).select_related("team")
+
+
+def patients_with_latest_result(user: User, *, query: str = "", label: str = "") -> QuerySet[Patient]:
+    latest = Prediction.objects.filter(scan__patient=OuterRef("pk")).order_by("-created_at", "-id")
+    patients = patients_for(user).annotate(
+        latest_status=Subquery(latest.values("status")[:1]),
+        latest_label=Subquery(latest.values("label")[:1]),
+        latest_prediction_id=Subquery(latest.values("id")[:1]),
+        latest_at=Subquery(latest.values("created_at")[:1]),
+    )
+    if query:
+        patients = patients.filter(Q(mrn__icontains=query) | Q(name__icontains=query))
+    if label:
+        patients = patients.filter(latest_label=label)
+    return patients.order_by("name", "id")
+
+
+def patient_get(user: User, pk: int) -> Patient:
+    return get_object_or_404(patients_for(user), pk=pk)
+
+
+def scans_for(user: User) -> QuerySet[Scan]:
+    return Scan.objects.filter(patient__in=patients_for(user)).select_related("patient", "patient__team")
+
+
+def predictions_for(user: User) -> QuerySet[Prediction]:
+    return Prediction.objects.filter(scan__patient__in=patients_for(user)).select_related(
+        "scan", "scan__patient", "model_version"
+    )
+
+
+def scan_get(user: User, pk: int) -> Scan:
+    return get_object_or_404(
+        scans_for(user).prefetch_related(
+            "slices",
+            Prefetch(
+                "predictions",
+                queryset=Prediction.objects.select_related("model_version").prefetch_related(
+                    Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice"))
+                ),
+            ),
+        ),
+        pk=pk,
+    )
+
+
+def prediction_get(user: User, pk: int) -> Prediction:
+    return get_object_or_404(
+        predictions_for(user).prefetch_related(
+            Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice"))
+        ),
+        pk=pk,
+    )
+
+
+def slice_get(user: User, pk: int) -> Slice:
+    return get_object_or_404(Slice.objects.filter(scan__in=scans_for(user)), pk=pk)
+
+
+def slice_result_get(user: User, pk: int) -> SliceResult:
+    return get_object_or_404(
+        SliceResult.objects.filter(prediction__in=predictions_for(user)).exclude(heatmap=""), pk=pk
+    )
+
+
+def predictions_status(user: User, ids: list[int]) -> QuerySet[Prediction]:
+    return predictions_for(user).filter(pk__in=ids)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime
+    kind: str  # "scan" or "prediction"
+    scan: Scan
+    prediction: Prediction | None = None
+
+
+def patient_history(user: User, patient: Patient) -> list[HistoryEntry]:
+    """Scans and predictions of one patient, newest first."""
+    scans = (
+        scans_for(user)
+        .filter(patient=patient)
+        .prefetch_related(
+            "slices", Prefetch("predictions", queryset=Prediction.objects.select_related("model_version"))
+        )
+    )
+    entries: list[HistoryEntry] = []
+    for scan in scans:
+        entries.append(HistoryEntry(at=scan.created_at, kind="scan", scan=scan))
+        entries.extend(
+            HistoryEntry(at=p.created_at, kind="prediction", scan=scan, prediction=p)
+            for p in scan.predictions.all()
+        )
+    # A scan and its first prediction share a moment: keep the scan first when reading downwards.
+    entries.sort(key=lambda e: (e.at, e.kind == "scan"), reverse=True)
+    return entries
+
+
+def dashboard_predictions(user: User) -> QuerySet[Prediction]:
+    return predictions_for(user).order_by("-created_at", "-id")

@@ -1,0 +1,72 @@
+"""The CNN. Imports TensorFlow/Keras: never import this from the web process.
+
+`published`: the design from the IQ-OTH/NCCD literature, kept as the baseline: six 3x3 'valid'
+convolutions (32, 64, 64, 64, 128, 128 filters), each followed by 2x2 max-pooling, flatten,
+dense 64, dropout, softmax over CLASS_NAMES; ReLU elsewhere. Without dropout: 347,715 parameters.
+
+`improved`: the same skeleton (same convolutions, same head) with what a small dataset needs:
+augmentation that keeps anatomy (small shifts, rotations, zoom, contrast; no flips) and batch
+normalisation after each convolution. The augmentation layers are inactive at inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .preprocessing import CLASS_NAMES, IMAGE_SIZE
+
+CONV_FILTERS: tuple[int, ...] = (32, 64, 64, 64, 128, 128)
+DENSE_UNITS = 64
+VARIANTS: tuple[str, ...] = ("published", "improved")
+PUBLISHED_PARAMS_WITHOUT_DROPOUT = 347_715
+
+
+def build_model(
+    variant: str = "published",
+    *,
+    dropout: float = 0.5,
+    seed: int = 1234,
+    input_size: int = IMAGE_SIZE,
+) -> Any:
+    """Build the (uncompiled) Keras model. `dropout=0` omits the dropout layer entirely."""
+    import keras
+    from keras import layers
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
+    x = inputs
+    if variant == "improved":
+        # Only transformations a real slice could plausibly show: slight patient shift, tilt,
+        # field of view and contrast. Left-right flips would swap the heart's side.
+        x = layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed, name="aug_translate")(x)
+        x = layers.RandomRotation(0.03, fill_mode="constant", seed=seed + 1, name="aug_rotate")(x)
+        x = layers.RandomZoom(0.08, fill_mode="constant", seed=seed + 2, name="aug_zoom")(x)
+        x = layers.RandomContrast(0.15, seed=seed + 3, name="aug_contrast")(x)
+    for index, filters in enumerate(CONV_FILTERS, start=1):
+        if variant == "improved":
+            x = layers.Conv2D(filters, 3, padding="valid", use_bias=False, name=f"conv{index}")(x)
+            x = layers.BatchNormalization(name=f"bn{index}")(x)
+            x = layers.Activation("relu", name=f"relu{index}")(x)
+        else:
+            x = layers.Conv2D(filters, 3, padding="valid", activation="relu", name=f"conv{index}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(DENSE_UNITS, activation="relu", name="dense")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, seed=seed + 4, name="dropout")(x)
+    outputs = layers.Dense(len(CLASS_NAMES), activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"lungcnn_{variant}")
+
+
+def last_conv_layer_name(model: Any) -> str:
+    """The last convolution's output to explain (after its activation for Grad-CAM)."""
+    names = [layer.name for layer in model.layers]
+    convs = [name for name in names if name.startswith("conv")]
+    if not convs:
+        raise ValueError("model has no convolution layer")
+    last = convs[-1]
+    index = last.removeprefix("conv")
+    # In the improved variant the activation follows batch norm.
+    return f"relu{index}" if f"relu{index}" in names else last
