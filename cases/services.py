@@ -335,13 +335,13 @@ def _load_inputs(slices: Sequence[Slice]) -> list[Any]:
 
 def prediction_execute(*, prediction_id: int) -> None:
     """Run the CNN for one queued prediction and store its result; a no-op if it is not queued."""
-    from inference.predictor import get_predictor, heatmap_png
-
     prediction = _prediction_claim(prediction_id)
     if prediction is None:
         return
     stored: list[str] = []
     try:
+        from inference.predictor import get_predictor, heatmap_png  # TensorFlow: only in workers
+
         slices = list(prediction.scan.slices.order_by("position"))
         if not slices:
             raise PermanentFailure("The scan has no slices.")

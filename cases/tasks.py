@@ -5,7 +5,7 @@ from lungportal.celery import house_task
 from . import services
 
 
-@house_task(queue="inference")
+@house_task()
 def prediction_run(self, prediction_id: int) -> None:  # type: ignore[no-untyped-def]
     try:
         services.prediction_execute(prediction_id=prediction_id)
@@ -14,6 +14,6 @@ def prediction_run(self, prediction_id: int) -> None:  # type: ignore[no-untyped
         raise self.retry(exc=exc, countdown=min(60, 2 ** (self.request.retries + 1))) from exc
 
 
-@house_task(queue="default")
+@house_task()
 def predictions_sweep(self) -> int:  # type: ignore[no-untyped-def]
     return services.predictions_sweep()

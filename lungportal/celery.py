@@ -20,8 +20,9 @@ from health.worker import HeartbeatStep  # noqa: E402  (needs the app above)
 app.steps["worker"].add(HeartbeatStep)
 
 
-def house_task(*, queue: str = "default", **options: Any) -> Callable[..., Any]:
-    """The one way to declare a task: late acks, requeue when the worker dies, a queue, time limits.
+def house_task(**options: Any) -> Callable[..., Any]:
+    """The one way to declare a task: late acks, requeue when the worker dies, time limits.
+    Queues are chosen in settings.CELERY_TASK_ROUTES.
 
     Attempts are counted in the database by the services, not by Celery, so a task that keeps
     killing its worker still ends `failed`.
@@ -32,7 +33,6 @@ def house_task(*, queue: str = "default", **options: Any) -> Callable[..., Any]:
         "bind": True,
         "acks_late": True,
         "reject_on_worker_lost": True,
-        "queue": queue,
         "time_limit": settings.CELERY_TASK_TIME_LIMIT,
         "soft_time_limit": settings.CELERY_TASK_SOFT_TIME_LIMIT,
         "max_retries": None,

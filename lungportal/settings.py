@@ -51,6 +51,7 @@ if DJANGO_ENV not in {"development", "production"}:
 PRODUCTION = DJANGO_ENV == "production"
 
 DATA_DIR = Path(os.environ.get("LUNGPORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -104,6 +105,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "builtins": ["django.contrib.humanize.templatetags.humanize"],
         },
     },
 ]
@@ -152,6 +154,9 @@ STORAGES = {
         )
     },
 }
+# Serve static files straight from the app folders outside production: no collectstatic needed.
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = not PRODUCTION
 MEDIA_ROOT = Path(os.environ.get("LUNGPORTAL_MEDIA_ROOT", DATA_DIR / "media")).resolve()
 MEDIA_URL = None  # there is no public media URL on purpose
 
@@ -177,9 +182,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
         "control_folder": str(BROKER_DIR / "control"),
     }
 )
+if not REDIS_URL:
+    for folder in ("queue", "control"):
+        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Inference has its own queue so that TensorFlow workers can be scaled apart from the rest.
+CELERY_TASK_ROUTES = {"cases.tasks.prediction_run": {"queue": "inference"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

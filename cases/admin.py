@@ -1,0 +1,130 @@
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from .models import CareTeam, Patient, Prediction, Scan, Slice, SliceResult
+
+
+def _link(obj, label=None):  # type: ignore[no-untyped-def]
+    if obj is None:
+        return "-"
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or obj)
+
+
+@admin.register(CareTeam)
+class CareTeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "member_count"]
+    search_fields = ["name", "members__username"]
+    filter_horizontal = ["members"]
+
+    @admin.display(description="Members")
+    def member_count(self, obj: CareTeam) -> int:
+        return obj.members.count()
+
+
+class ScanInline(admin.TabularInline):
+    model = Scan
+    fields = ["scan_link", "study_date", "note", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    @admin.display(description="Scan")
+    def scan_link(self, obj: Scan) -> str:
+        return _link(obj)
+
+
+@admin.register(Patient)
+class PatientAdmin(admin.ModelAdmin):
+    list_display = ["mrn", "name", "team", "birth_date", "sex", "created_at"]
+    list_filter = ["team", "sex"]
+    search_fields = ["mrn", "name"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+    inlines = [ScanInline]
+
+
+class SliceInline(admin.TabularInline):
+    model = Slice
+    fields = ["position", "original_name", "content_type", "width", "height", "size_bytes", "sha256"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+class PredictionInline(admin.TabularInline):
+    model = Prediction
+    fields = ["prediction_link", "status", "label", "model_version", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Prediction")
+    def prediction_link(self, obj: Prediction) -> str:
+        return _link(obj)
+
+
+@admin.register(Scan)
+class ScanAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "patient_link", "study_date", "slice_count", "created_at"]
+    list_filter = ["study_date", "patient__team"]
+    search_fields = ["patient__mrn", "patient__name", "note"]
+    readonly_fields = ["patient_link", "uploaded_by", "created_at"]
+    fields = ["patient_link", "study_date", "note", "uploaded_by", "created_at"]
+    inlines = [SliceInline, PredictionInline]
+    list_select_related = ["patient"]
+
+    @admin.display(description="Patient")
+    def patient_link(self, obj: Scan) -> str:
+        return _link(obj.patient)
+
+    @admin.display(description="Slices")
+    def slice_count(self, obj: Scan) -> int:
+        return obj.slices.count()
+
+
+class SliceResultInline(admin.TabularInline):
+    model = SliceResult
+    fields = ["slice", "label", "p_normal", "p_benign", "p_malignant"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "scan_link", "patient_link", "status", "label", "model_version", "attempts", "created_at"]
+    list_filter = ["status", "label", "model_version", "scan__patient__team"]
+    search_fields = ["scan__patient__mrn", "scan__patient__name", "error"]
+    list_select_related = ["scan", "scan__patient", "model_version"]
+    date_hierarchy = "created_at"
+    # Model outputs are a record of what the CNN said: never edited by hand.
+    readonly_fields = [
+        "scan_link", "patient_link", "model_version", "status", "label", "p_normal", "p_benign",
+        "p_malignant", "error", "attempts", "requested_by", "created_at", "queued_at", "started_at",
+        "finished_at", "inference_seconds",
+    ]
+    exclude = ["scan"]
+    inlines = [SliceResultInline]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Scan")
+    def scan_link(self, obj: Prediction) -> str:
+        return _link(obj.scan)
+
+    @admin.display(description="Patient")
+    def patient_link(self, obj: Prediction) -> str:
+        return _link(obj.scan.patient)

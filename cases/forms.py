@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth.models import AbstractBaseUser
+
+from .models import Patient, Scan
+from .selectors import teams_for
+
+
+class PatientForm(forms.ModelForm):
+    class Meta:
+        model = Patient
+        fields = ["team", "mrn", "name", "birth_date", "sex"]
+        widgets = {"birth_date": forms.DateInput(attrs={"type": "date"})}
+
+    def __init__(self, *args: Any, user: AbstractBaseUser, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        teams = teams_for(user)
+        self.fields["team"].queryset = teams
+        self.fields["team"].empty_label = None
+        if teams.count() == 1:
+            self.fields["team"].widget = forms.HiddenInput()
+            self.fields["team"].initial = teams.first()
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    widget = MultipleFileInput
+
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
+        files = data if isinstance(data, list | tuple) else [data]
+        files = [f for f in files if f]
+        if not files and self.required:
+            raise forms.ValidationError("Choose at least one CT slice (JPEG or PNG).")
+        return files
+
+
+class ScanUploadForm(forms.ModelForm):
+    files = MultipleFileField(
+        label="CT slices",
+        help_text="One or many JPEG or PNG slices of one study. Files are checked by their content.",
+        widget=MultipleFileInput(attrs={"accept": "image/jpeg,image/png"}),
+    )
+
+    class Meta:
+        model = Scan
+        fields = ["study_date", "note"]
+        widgets = {
+            "study_date": forms.DateInput(attrs={"type": "date"}),
+            "note": forms.Textarea(attrs={"rows": 2}),
+        }

@@ -1,0 +1,22 @@
+from django.urls import path
+
+from . import views
+
+app_name = "cases"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("patients/", views.patient_list, name="patient_list"),
+    path("patients/new/", views.patient_create, name="patient_create"),
+    path("patients/<int:pk>/", views.patient_detail, name="patient_detail"),
+    path("patients/<int:pk>/edit/", views.patient_edit, name="patient_edit"),
+    path("patients/<int:pk>/scans/new/", views.scan_upload, name="scan_upload"),
+    path("scans/<int:pk>/", views.scan_detail, name="scan_detail"),
+    path("scans/<int:pk>/predict/", views.scan_predict, name="scan_predict"),
+    path("predictions/status/", views.prediction_status, name="prediction_status"),
+    path("predictions/<int:pk>/", views.prediction_detail, name="prediction_detail"),
+    path("predictions/<int:pk>/rerun/", views.prediction_rerun, name="prediction_rerun"),
+    path("files/slices/<int:pk>/", views.slice_image, name="slice_image"),
+    path("files/slices/<int:pk>/thumbnail/", views.slice_thumbnail, name="slice_thumbnail"),
+    path("files/heatmaps/<int:pk>/", views.slice_result_heatmap, name="slice_result_heatmap"),
+]

@@ -1,0 +1,232 @@
+"""HTML pages. Thin: validate, call one service or selector, render."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from inference.services import model_version_active
+
+from . import selectors, services
+from .forms import PatientForm, ScanUploadForm
+from .models import CLASS_NAMES, Prediction
+
+PAGE_SIZE = 25
+
+
+def _page(request: HttpRequest, items):  # type: ignore[no-untyped-def]
+    return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    predictions = selectors.dashboard_predictions(request.user)
+    context = {
+        "page": _page(request, predictions),
+        "failed": predictions.filter(status=Prediction.Status.FAILED)[:10],
+        "in_progress": predictions.filter(status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING])[:10],
+        "teams": selectors.teams_for(request.user),
+        "aggregation_rule": Prediction.AGGREGATION_RULE,
+    }
+    return render(request, "cases/dashboard.html", context)
+
+
+@login_required
+@require_GET
+def patient_list(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()[:100]
+    label = request.GET.get("label", "")
+    label = label if label in CLASS_NAMES else ""
+    patients = selectors.patients_with_latest_result(request.user, query=query, label=label)
+    return render(
+        request,
+        "cases/patient_list.html",
+        {"page": _page(request, patients), "q": query, "label": label, "labels": CLASS_NAMES},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_create(request: HttpRequest) -> HttpResponse:
+    if not selectors.teams_for(request.user).exists():
+        messages.error(request, "You are not in a care team yet; ask an administrator to add you to one.")
+        return redirect("cases:patient_list")
+    form = PatientForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        patient = services.patient_create(created_by=request.user, **form.cleaned_data)
+        messages.success(request, f"Patient {patient} registered.")
+        return redirect(patient)
+    return render(request, "cases/patient_form.html", {"form": form, "title": "New patient"})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(request.user, pk)
+    form = PatientForm(request.POST or None, instance=patient, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        services.patient_update(patient=patient, **form.cleaned_data)
+        messages.success(request, "Patient details saved.")
+        return redirect(patient)
+    return render(request, "cases/patient_form.html", {"form": form, "title": f"Edit {patient}", "patient": patient})
+
+
+@login_required
+@require_GET
+def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(request.user, pk)
+    history = selectors.patient_history(request.user, patient)
+    return render(
+        request,
+        "cases/patient_detail.html",
+        {"patient": patient, "history": history, "aggregation_rule": Prediction.AGGREGATION_RULE},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = selectors.patient_get(request.user, pk)
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    form = ScanUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                scan = services.scan_upload(
+                    patient=patient,
+                    files=form.cleaned_data["files"],
+                    uploaded_by=request.user,
+                    study_date=form.cleaned_data["study_date"],
+                    note=form.cleaned_data["note"],
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, f"{scan.slices.count()} slice(s) uploaded; the prediction is queued.")
+                if wants_json:
+                    return JsonResponse({"redirect": scan.get_absolute_url()}, status=201)
+                return redirect(scan)
+        if wants_json:
+            return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        status = 400
+    else:
+        status = 200
+    context = {
+        "patient": patient,
+        "form": form,
+        "max_files": settings.UPLOAD_MAX_FILES,
+        "max_mb": settings.UPLOAD_MAX_FILE_BYTES // (1024 * 1024),
+    }
+    return render(request, "cases/scan_upload.html", context, status=status)
+
+
+@login_required
+@require_GET
+def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    scan = selectors.scan_get(request.user, pk)
+    predictions = list(scan.predictions.all())
+    active = model_version_active()
+    context = {
+        "scan": scan,
+        "patient": scan.patient,
+        "predictions": predictions,
+        "active_version": active,
+        "can_apply_active": all(p.model_version_id != active.pk for p in predictions),
+        "aggregation_rule": Prediction.AGGREGATION_RULE,
+    }
+    return render(request, "cases/scan_detail.html", context)
+
+
+@login_required
+@require_POST
+def scan_predict(request: HttpRequest, pk: int) -> HttpResponse:
+    scan = selectors.scan_get(request.user, pk)
+    try:
+        prediction = services.prediction_request(scan=scan, requested_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(scan)
+    messages.success(request, f"Queued a prediction with model {prediction.model_version}.")
+    return redirect(scan)
+
+
+@login_required
+@require_GET
+def prediction_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    prediction = selectors.prediction_get(request.user, pk)
+    return render(
+        request,
+        "cases/prediction_detail.html",
+        {
+            "prediction": prediction,
+            "scan": prediction.scan,
+            "patient": prediction.scan.patient,
+            "aggregation_rule": Prediction.AGGREGATION_RULE,
+        },
+    )
+
+
+@login_required
+@require_POST
+def prediction_rerun(request: HttpRequest, pk: int) -> HttpResponse:
+    prediction = selectors.prediction_get(request.user, pk)
+    try:
+        services.prediction_rerun(prediction=prediction, requested_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "The prediction is queued again.")
+    return redirect(prediction)
+
+
+@login_required
+@require_GET
+def prediction_status(request: HttpRequest) -> JsonResponse:
+    """States of the given predictions, for the pages' live updates."""
+    ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.strip().isdigit()][:100]
+    found = selectors.predictions_status(request.user, ids)
+    return JsonResponse(
+        {"predictions": {str(p.pk): {"status": p.status, "label": p.label} for p in found}}
+    )
+
+
+def _private_file(name: str, content_type: str, download_name: str) -> FileResponse:
+    try:
+        handle = default_storage.open(name, "rb")
+    except (FileNotFoundError, ValueError):
+        raise Http404("The file is missing.") from None
+    response = FileResponse(handle, content_type=content_type)
+    response["Content-Disposition"] = f'inline; filename="{download_name}"'
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_GET
+def slice_image(request: HttpRequest, pk: int) -> FileResponse:
+    item = selectors.slice_get(request.user, pk)
+    extension = "png" if item.content_type == "image/png" else "jpg"
+    return _private_file(item.image.name, item.content_type, f"slice-{item.pk}.{extension}")
+
+
+@login_required
+@require_GET
+def slice_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
+    item = selectors.slice_get(request.user, pk)
+    return _private_file(item.thumbnail.name, "image/png", f"slice-{item.pk}-thumb.png")
+
+
+@login_required
+@require_GET
+def slice_result_heatmap(request: HttpRequest, pk: int) -> FileResponse:
+    result = selectors.slice_result_get(request.user, pk)
+    return _private_file(result.heatmap.name, "image/png", f"heatmap-{result.pk}.png")

@@ -1,0 +1,109 @@
+"""Every page for an owner, a teammate, an outsider, an admin in no team, and nobody logged in."""
+
+import pytest
+from django.urls import reverse
+
+from tests.cases.fixtures import prediction, scan, slice_result  # noqa: F401
+from tests.factories import PASSWORD
+
+OBJECT_PAGES = [
+    ("cases:patient_detail", "patient"),
+    ("cases:patient_edit", "patient"),
+    ("cases:scan_upload", "patient"),
+    ("cases:scan_detail", "scan"),
+    ("cases:prediction_detail", "prediction"),
+    ("cases:slice_image", "slice"),
+    ("cases:slice_thumbnail", "slice"),
+    ("cases:slice_result_heatmap", "slice_result"),
+]
+PEOPLE = [("alice", 200), ("bob", 200), ("charlie", 404), ("admin_user", 404), (None, 302)]
+
+
+@pytest.fixture
+def objects(patient, scan, prediction, slice_result):  # noqa: F811
+    return {"patient": patient, "scan": scan, "prediction": prediction, "slice": scan.slices.first(),
+            "slice_result": slice_result}
+
+
+def _client_for(client, request, who):
+    if who is not None:
+        client.force_login(request.getfixturevalue(who))
+    return client
+
+
+@pytest.mark.parametrize("who,expected", PEOPLE)
+@pytest.mark.parametrize("url_name,kind", OBJECT_PAGES)
+def test_object_pages_are_scoped_to_care_team(client, request, objects, url_name, kind, who, expected):
+    url = reverse(url_name, args=[objects[kind].pk])
+    response = _client_for(client, request, who).get(url)
+    assert response.status_code == expected
+    if who is None:
+        assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("who,expected", PEOPLE)
+@pytest.mark.parametrize("url_name", ["cases:dashboard", "cases:patient_list", "cases:patient_create"])
+def test_list_pages_need_login_and_show_only_own_team(client, request, objects, url_name, who, expected):
+    response = _client_for(client, request, who).get(reverse(url_name))
+    if who is None:
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+        return
+    assert response.status_code in (200, 302)  # patient_create redirects people in no team
+    shows_patient = objects["patient"].name in response.content.decode()
+    assert shows_patient == (expected == 200 and url_name != "cases:patient_create")
+
+
+def test_patient_search_lists_only_own_team(client, charlie, patient, team_b):
+    from tests.factories import PatientFactory
+
+    PatientFactory(team=team_b, name="Zed Outsider", mrn=patient.mrn)
+    client.force_login(charlie)
+    body = client.get(reverse("cases:patient_list"), {"q": patient.mrn}).content.decode()
+    assert "Zed Outsider" in body
+    assert patient.name not in body
+
+
+@pytest.mark.parametrize("who,expected", [("bob", 302), ("charlie", 404), ("admin_user", 404)])
+def test_rerun_and_predict_are_scoped(client, request, prediction, who, expected):  # noqa: F811
+    client.force_login(request.getfixturevalue(who))
+    for url in (reverse("cases:prediction_rerun", args=[prediction.pk]),
+                reverse("cases:scan_predict", args=[prediction.scan_id])):
+        assert client.post(url).status_code == expected
+
+
+def test_post_endpoints_redirect_anonymous_to_login(client, prediction):  # noqa: F811
+    for url in (reverse("cases:prediction_rerun", args=[prediction.pk]),
+                reverse("cases:scan_predict", args=[prediction.scan_id])):
+        response = client.post(url)
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_status_endpoint_hides_other_teams_predictions(client, alice, charlie, prediction):  # noqa: F811
+    url = reverse("cases:prediction_status") + f"?ids={prediction.pk}"
+    client.force_login(charlie)
+    assert client.get(url).json() == {"predictions": {}}
+    client.force_login(alice)
+    assert client.get(url).json()["predictions"][str(prediction.pk)]["status"] == "queued"
+
+
+def test_uploaded_files_are_served_privately_with_safe_headers(client, alice, scan):  # noqa: F811
+    client.force_login(alice)
+    item = scan.slices.first()
+    response = client.get(reverse("cases:slice_image", args=[item.pk]))
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Disposition"] == f'inline; filename="slice-{item.pk}.png"'
+    assert response["Content-Type"] == "image/png"
+    assert b"".join(response.streaming_content).startswith(b"\x89PNG")
+
+
+def test_login_logout_and_password_change(client, alice):
+    assert client.post(reverse("login"), {"username": "alice", "password": PASSWORD}).status_code == 302
+    response = client.post(reverse("password_change"), {
+        "old_password": PASSWORD, "new_password1": "short", "new_password2": "short"})
+    assert response.status_code == 200 and "too short" in response.content.decode()
+    response = client.post(reverse("password_change"), {
+        "old_password": PASSWORD, "new_password1": "Pulmonary-Nodule-42", "new_password2": "Pulmonary-Nodule-42"})
+    assert response.status_code == 302
+    client.post(reverse("logout"))
+    assert client.get(reverse("cases:dashboard")).status_code == 302
+    assert client.login(username="alice", password="Pulmonary-Nodule-42")

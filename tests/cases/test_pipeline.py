@@ -1,0 +1,106 @@
+"""The upload → queue → worker → result flow with a real Celery worker process and the
+configured broker (the serverless transport by default, Redis when REDIS_URL is set)."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from cases import services
+from cases.models import Prediction, SliceResult
+from inference.services import model_version_active
+from tests.conftest import dataset_slice, image_bytes, upload, wait_for_prediction
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def test_worker_classifies_an_uploaded_scan(worker, patient, alice):
+    malignant = dataset_slice("malignant/Malignant case (1).jpg")
+    normal = dataset_slice("normal/Normal case (1).jpg")
+    scan = services.scan_upload(
+        patient=patient,
+        files=[upload("m.jpg", malignant, "image/jpeg"), upload("n.jpg", normal, "image/jpeg")],
+        uploaded_by=alice,
+    )
+    prediction = wait_for_prediction(scan.predictions.get().pk, worker=worker)
+
+    assert prediction.status == Prediction.Status.SUCCEEDED, f"{prediction.error}\n{worker.logs()}"
+    assert prediction.attempts == 1
+    assert prediction.model_version == model_version_active()
+    assert prediction.started_at >= prediction.queued_at and prediction.finished_at >= prediction.started_at
+    assert prediction.inference_seconds > 0
+    results = list(prediction.slice_results.order_by("slice__position"))
+    assert len(results) == 2
+    for result in results:
+        assert sum(result.probabilities.values()) == pytest.approx(1, abs=1e-4)
+        assert default_storage.open(result.heatmap.name).read(4) == b"\x89PNG"
+    mean = {k: (results[0].probabilities[k] + results[1].probabilities[k]) / 2 for k in results[0].probabilities}
+    assert prediction.probabilities == pytest.approx(mean, abs=1e-5)
+    assert prediction.label == max(mean, key=mean.get)
+
+
+def test_a_redelivered_message_does_nothing_twice(worker, patient, alice):
+    scan = services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
+    prediction = wait_for_prediction(scan.predictions.get().pk, worker=worker)
+    assert prediction.status == Prediction.Status.SUCCEEDED, worker.logs()
+
+    services.prediction_enqueue(prediction_id=prediction.pk)  # the same message again
+    second = services.scan_upload(patient=patient, files=[upload("b.png", image_bytes())], uploaded_by=alice)
+    wait_for_prediction(second.predictions.get().pk, worker=worker)  # the queue has moved past the duplicate
+
+    assert SliceResult.objects.filter(prediction=prediction).count() == 1
+    prediction.refresh_from_db()
+    assert prediction.attempts == 1
+
+
+def test_unreadable_slice_fails_with_a_reason_and_can_be_rerun(worker, patient, alice):
+    scan = services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
+    prediction = scan.predictions.get()
+    wait_for_prediction(prediction.pk, worker=worker)
+    # Simulate storage losing the file, then ask for a fresh run.
+    Prediction.objects.filter(pk=prediction.pk).update(status="failed", label="", p_normal=None,
+                                                        p_benign=None, p_malignant=None)
+    SliceResult.objects.filter(prediction=prediction).delete()
+    default_storage.delete(scan.slices.get().image.name)
+    prediction.refresh_from_db()
+
+    services.prediction_rerun(prediction=prediction, requested_by=alice)
+    failed = wait_for_prediction(prediction.pk, worker=worker)
+    assert failed.status == Prediction.Status.FAILED
+    assert "Slice 1 (a.png) could not be read" in failed.error
+
+
+def test_sweep_resends_a_prediction_the_broker_never_delivered(worker, patient, alice, settings):
+    from django.db import transaction
+
+    # Create the record without sending the task, as if the broker was down at upload time.
+    with transaction.atomic():
+        scan = services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
+        transaction.get_connection().run_on_commit = []  # drop the pending send: the message is 'lost'
+    prediction = scan.predictions.get()
+    Prediction.objects.filter(pk=prediction.pk).update(queued_at=timezone.now() - timedelta(hours=1))
+
+    assert services.predictions_sweep() == 1
+    assert wait_for_prediction(prediction.pk, worker=worker).status == Prediction.Status.SUCCEEDED
+
+
+def test_new_model_version_keeps_the_old_result(worker, patient, alice, tmp_path):
+    from inference.models import ModelVersion
+
+    scan = services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
+    first = wait_for_prediction(scan.predictions.get().pk, worker=worker)
+    assert first.status == Prediction.Status.SUCCEEDED
+    old = first.model_version
+    clone = ModelVersion.objects.create(
+        name=f"{old.name}-copy", sha256="0" * 64, weights_dir=old.weights_dir, metrics=old.metrics
+    )
+
+    second = services.prediction_request(scan=scan, requested_by=alice, model_version=clone)
+    second = wait_for_prediction(second.pk, worker=worker)
+    assert second.status == Prediction.Status.SUCCEEDED
+    assert set(scan.predictions.values_list("model_version__name", flat=True)) == {old.name, clone.name}
+    first.refresh_from_db()
+    assert first.status == Prediction.Status.SUCCEEDED and first.slice_results.count() == 1
+    with pytest.raises(services.PredictionConflict):
+        services.prediction_request(scan=scan, requested_by=alice, model_version=clone)

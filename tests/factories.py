@@ -1,0 +1,43 @@
+from datetime import date
+
+import factory
+from django.contrib.auth import get_user_model
+
+from cases.models import CareTeam, Patient
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+class CareTeamFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CareTeam
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"Team {n}")
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def teams(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+        self.save()
+        for team in extracted or []:
+            team.members.add(self)
+
+
+class PatientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Patient
+
+    team = factory.SubFactory(CareTeamFactory)
+    mrn = factory.Sequence(lambda n: f"MRN{n:05d}")
+    name = factory.Faker("name")
+    birth_date = date(1960, 5, 17)
+    sex = Patient.Sex.FEMALE
