@@ -13,7 +13,7 @@ class PatientForm(forms.ModelForm):
     class Meta:
         model = Patient
         fields = ["team", "mrn", "name", "birth_date", "sex"]
-        widgets = {"birth_date": forms.DateInput(attrs={"type": "date"})}
+        widgets = {"birth_date": forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"})}
 
     def __init__(self, *args: Any, user: AbstractBaseUser, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,6 +51,6 @@ class ScanUploadForm(forms.ModelForm):
         model = Scan
         fields = ["study_date", "note"]
         widgets = {
-            "study_date": forms.DateInput(attrs={"type": "date"}),
+            "study_date": forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"}),
             "note": forms.Textarea(attrs={"rows": 2}),
         }

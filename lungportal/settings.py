@@ -158,7 +158,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = not PRODUCTION
 WHITENOISE_AUTOREFRESH = not PRODUCTION
 MEDIA_ROOT = Path(os.environ.get("LUNGPORTAL_MEDIA_ROOT", DATA_DIR / "media")).resolve()
-MEDIA_URL = None  # there is no public media URL on purpose
+# No route serves this prefix: uploads are private and reach browsers only through views that
+# check the viewer's care team (cases.views.slice_image and friends).
+MEDIA_URL = "/private-media-not-served/"
 
 # Uploads
 UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", 300, minimum=1)

@@ -1,0 +1,75 @@
+"""End to end in headless Chromium: login → new patient → upload → result shown → logout,
+against a live server and a real Celery worker."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATASET
+from tests.factories import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture
+def page(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # playwright's loop beside the ORM
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        context = browser.new_context()
+        context.set_default_timeout(30_000)
+        yield context.new_page()
+        browser.close()
+
+
+def test_clinician_classifies_a_slice_in_the_browser(page, live_server, worker, alice, tmp_path):
+    slice_path = DATASET / "malignant" / "Malignant case (1).jpg"
+    if not slice_path.exists():
+        pytest.skip(f"the shared dataset is not at {DATASET}")
+
+    page.goto(f"{live_server.url}/")
+    assert "/accounts/login/" in page.url  # anonymous visitors are sent to log in
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("h1:has-text('Dashboard')")
+
+    page.click("text=New patient")
+    page.fill("input[name=mrn]", "E2E-001")
+    page.fill("input[name=name]", "Grace Hopper")
+    page.fill("input[name=birth_date]", "1946-12-09")
+    page.select_option("select[name=sex]", "F")
+    page.click("button:has-text('Save')")
+    page.wait_for_selector("h1:has-text('Grace Hopper')")
+
+    page.click("text=Upload scan")
+    page.set_input_files("input[name=files]", str(slice_path))
+    page.click("button:has-text('Upload and classify')")
+    page.wait_for_url(re.compile(r"/scans/\d+/$"))
+    # The page polls and reloads itself when the worker finishes: no manual reload here.
+    page.wait_for_selector(".status-succeeded", timeout=90_000)
+    page.screenshot(path=str(tmp_path / "result.png"), full_page=True)
+    assert page.locator(".probs .prob").count() >= 3
+    assert page.locator("img[alt^='Heatmap of slice 1']").count() == 1
+    label = page.locator("h2 .label").first.inner_text().lower()
+    assert label in {"normal", "benign", "malignant"}
+
+    page.click("text=Grace Hopper")
+    page.wait_for_selector(".timeline .status-succeeded")
+
+    page.click("button:has-text('Log out')")
+    page.goto(f"{live_server.url}/patients/")
+    assert "/accounts/login/" in page.url
