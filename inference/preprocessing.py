@@ -51,27 +51,29 @@ def decode_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
     if kind is None:
         raise ImageDecodeError("not a JPEG or PNG image")
 
+    header_size = _header_size(data, kind)
+    if max_pixels is not None and header_size is not None:
+        _check_pixels(header_size, max_pixels)
+
     with warnings.catch_warnings():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat the warning as fatal.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=_ACCEPTED_FORMATS)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageDecodeError(_too_many_pixels_message(exc, max_pixels)) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageDecodeError(_too_many_pixels_message(header_size, max_pixels)) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageDecodeError("the image is truncated or corrupt") from exc
 
         width, height = image.size
         if width < 1 or height < 1:
             raise ImageDecodeError("the image has no pixels")
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageDecodeError(
-                f"image is {width}×{height} pixels; the limit is {max_pixels:,}"
-            )
+        if max_pixels is not None:
+            _check_pixels((width, height), max_pixels)
         try:
             image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageDecodeError(_too_many_pixels_message(exc, max_pixels)) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageDecodeError(_too_many_pixels_message((width, height), max_pixels)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageDecodeError("the image is truncated or corrupt") from exc
 
@@ -82,9 +84,47 @@ def decode_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
     return to_grayscale(image)
 
 
-def _too_many_pixels_message(exc: BaseException, max_pixels: int | None) -> str:
-    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
-    return f"the image has too many pixels to be a CT slice; the limit is {limit:,}"
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"image is {width}×{height} pixels; the limit is {max_pixels:,}")
+
+
+def _too_many_pixels_message(size: tuple[int, int] | None, max_pixels: int | None) -> str:
+    limit = min(max_pixels or Image.MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS or max_pixels or 0)
+    if size is not None:
+        return f"image is {size[0]}×{size[1]} pixels, too many pixels for a CT slice; the limit is {limit:,}"
+    return f"the image has too many pixels for a CT slice; the limit is {limit:,}"
+
+
+def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
+    """(width, height) read from the header alone, or None where it cannot be found (Pillow then
+    decides). Lets the pixel limit be enforced before Pillow's own, larger, bomb limit."""
+    if kind == "PNG":
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return None
+    # JPEG: walk the marker segments to the first start-of-frame.
+    position = 2
+    while position + 9 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return width, height
+        if length < 2:
+            return None
+        position += 2 + length
+    return None
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:

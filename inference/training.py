@@ -238,19 +238,21 @@ def patient_block_split(
         )
         cuts: list[int] = []  # a cut at k means positions < k are before it
         cut_info = []
+        n_cuts = len(fractions) - 1
         lower = 1
-        for cumulative in np.cumsum(fractions)[:-1]:
+        for j, cumulative in enumerate(np.cumsum(fractions)[:-1]):
             target = int(round(cumulative * n))
+            # Leave at least one slice for every later block (where there are enough slices).
+            upper = n - (n_cuts - j) if n > n_cuts else n
+            target = min(max(target, lower), upper)
             window = max(1, int(round(snap_window * n)))
-            lo = max(lower, target - window)
-            hi = min(n - 1, target + window)
-            if n < 3 or lo > hi:
+            lo, hi = max(lower, target - window), min(upper, target + window)
+            if lo > hi or n < 3:
                 cut = min(max(target, lower), n)
             else:
-                candidates = range(lo, hi + 1)
-                cut = min(candidates, key=lambda k: (neighbour_corr[k - 1], abs(k - target)))
+                cut = min(range(lo, hi + 1), key=lambda k: (neighbour_corr[k - 1], abs(k - target)))
             cuts.append(cut)
-            lower = cut + 1
+            lower = min(cut + 1, n)
             if 0 < cut < n:
                 cut_info.append(
                     {
@@ -404,6 +406,9 @@ def plot_training_curves(history: dict[str, list[float]], path: Path, *, best_ep
             ax.plot(epochs, history[metric], marker="o", markersize=3, label="train")
         if history.get(f"val_{metric}"):
             ax.plot(epochs, history[f"val_{metric}"], marker="o", markersize=3, label="validation")
+        if metric == "accuracy" and history.get("val_balanced_accuracy"):
+            ax.plot(epochs, history["val_balanced_accuracy"], marker="s", markersize=3,
+                    linestyle=":", label="validation, balanced")
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="weights kept")
         ax.set_title(title + (" (class-weighted)" if metric == "loss" else ""))
@@ -569,7 +574,7 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
                                       restore_best_weights=True, verbose=0),
-        _EpochPrinter(echo, config.epochs),
+        _EpochPrinter(echo, config.epochs, val_gray=gray[val_mask], val_labels=labels[val_mask]),
     ]
     if config.variant != "published":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -666,6 +671,8 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
             "numpy": np.__version__,
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
+            "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                           "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         },
         "total_seconds": round(time.monotonic() - started, 1),
     }
@@ -680,7 +687,7 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
 class _EpochPrinter:
     """Keras callback printing one line per epoch (duck-typed so keras is imported lazily)."""
 
-    def __new__(cls, echo: Printer, total: int) -> Any:
+    def __new__(cls, echo: Printer, total: int, *, val_gray: np.ndarray, val_labels: np.ndarray) -> Any:
         import keras
 
         class EpochPrinter(keras.callbacks.Callback):
@@ -688,9 +695,16 @@ class _EpochPrinter:
                 self._started = time.monotonic()
 
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                logs = logs or {}
+                logs = logs if logs is not None else {}
+                if len(val_labels):
+                    # Balanced accuracy is what the card reports; watch it, although early
+                    # stopping follows the (class-weighted) validation loss.
+                    predicted = predict_probabilities(self.model, val_gray).argmax(axis=1)
+                    recalls = [float((predicted[val_labels == c] == c).mean())
+                               for c in np.unique(val_labels)]
+                    logs["val_balanced_accuracy"] = float(np.mean(recalls))
                 parts = [f"epoch {epoch + 1:>3}/{total}"]
-                for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy"):
                     if key in logs:
                         parts.append(f"{key} {float(logs[key]):.4f}")
                 lr = getattr(self.model.optimizer, "learning_rate", None)

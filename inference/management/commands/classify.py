@@ -1,0 +1,97 @@
+"""python manage.py classify FILE [FILE ...] [--json]"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
+
+from inference.preprocessing import CLASS_NAMES, ImageDecodeError, decode_image, preprocess
+
+
+class Command(BaseCommand):
+    help = (
+        "Classify CT slices (JPEG or PNG) with the active model version. --json prints one JSON "
+        "object per file and line; a file that cannot be read gets an error line, and the command "
+        "exits non-zero after classifying the others."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+        parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from inference.services import model_version_active
+
+        try:
+            version = model_version_active()
+        except DatabaseError as exc:
+            raise CommandError(
+                f"cannot read the model versions ({exc}); run `python manage.py migrate` first"
+            ) from exc
+        except Exception as exc:
+            raise CommandError(f"no usable model version: {exc}") from exc
+
+        # Decode everything first so that all readable slices go through the network in batches.
+        readable: list[tuple[int, Any]] = []
+        results: list[dict[str, Any]] = []
+        for index, path in enumerate(options["files"]):
+            results.append({"file": str(path)})
+            try:
+                data = path.read_bytes()
+                image = decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
+            except ImageDecodeError as exc:
+                results[index]["error"] = str(exc)
+                continue
+            except IsADirectoryError:
+                results[index]["error"] = "is a folder, not a file"
+                continue
+            except FileNotFoundError:
+                results[index]["error"] = "no such file"
+                continue
+            except OSError as exc:
+                results[index]["error"] = f"cannot read the file ({exc.strerror or exc})"
+                continue
+            readable.append((index, preprocess(image)))
+
+        if readable:
+            from inference.predictor import get_predictor
+
+            predictor = get_predictor(version.weights_path)
+            probabilities = predictor.predict([array for _, array in readable])
+            for (index, _), row in zip(readable, probabilities, strict=True):
+                results[index].update(
+                    {
+                        "label": CLASS_NAMES[int(row.argmax())],
+                        "probabilities": {name: float(p) for name, p in zip(CLASS_NAMES, row, strict=True)},
+                        "model_version": version.name,
+                    }
+                )
+
+        failures = [r for r in results if "error" in r]
+        if options["json"]:
+            for result in results:
+                if "error" in result:
+                    result["model_version"] = version.name
+                self.stdout.write(json.dumps(result))
+        else:
+            self._table(results, version.name)
+        if failures:
+            raise CommandError(f"{len(failures)} of {len(results)} files could not be classified")
+
+    def _table(self, results: list[dict[str, Any]], version: str) -> None:
+        width = max(len("file"), *(len(r["file"]) for r in results))
+        header = f"{'file':<{width}}  {'label':<9}  " + "  ".join(f"{n:>9}" for n in CLASS_NAMES)
+        self.stdout.write(f"model version: {version}")
+        self.stdout.write(header)
+        self.stdout.write("-" * len(header))
+        for r in results:
+            if "error" in r:
+                self.stdout.write(f"{r['file']:<{width}}  error: {r['error']}")
+            else:
+                probs = "  ".join(f"{r['probabilities'][n]:>9.3f}" for n in CLASS_NAMES)
+                self.stdout.write(f"{r['file']:<{width}}  {r['label']:<9}  {probs}")

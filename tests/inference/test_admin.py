@@ -1,0 +1,75 @@
+"""The admin lists model versions and switches the active one through the service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from inference.models import ModelVersion
+
+from .test_services import make_weights_dir
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(django_user_model):  # type: ignore[no-untyped-def]
+    return django_user_model.objects.create_superuser("root", "root@example.org", "a-long-password-123")
+
+
+@pytest.fixture
+def versions(tmp_path: Path) -> tuple[ModelVersion, ModelVersion]:
+    from inference.services import model_version_register
+
+    a = model_version_register(weights_dir=make_weights_dir(tmp_path / "a", "model-a", b"a"), activate=True)
+    b = model_version_register(weights_dir=make_weights_dir(tmp_path / "b", "model-b", b"b"))
+    return a, b
+
+
+def test_changelist_shows_versions_with_balanced_accuracy(client, staff, versions) -> None:  # type: ignore[no-untyped-def]
+    client.force_login(staff)
+    response = client.get(reverse("admin:inference_modelversion_changelist"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "model-a" in body and "model-b" in body and "0.500" in body
+
+
+def test_activate_action_switches_the_active_version(client, staff, versions) -> None:  # type: ignore[no-untyped-def]
+    a, b = versions
+    client.force_login(staff)
+    response = client.post(
+        reverse("admin:inference_modelversion_changelist"),
+        {"action": "activate_selected", "_selected_action": [b.pk]},
+        follow=True,
+    )
+    assert "Model version “model-b” is now active" in response.content.decode()
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert b.is_active and not a.is_active
+
+
+def test_activate_action_needs_exactly_one_version(client, staff, versions) -> None:  # type: ignore[no-untyped-def]
+    a, b = versions
+    client.force_login(staff)
+    response = client.post(
+        reverse("admin:inference_modelversion_changelist"),
+        {"action": "activate_selected", "_selected_action": [a.pk, b.pk]},
+        follow=True,
+    )
+    assert "Select exactly one model version" in response.content.decode()
+    a.refresh_from_db()
+    assert a.is_active
+
+
+def test_sha_and_metrics_are_read_only(client, staff, versions) -> None:  # type: ignore[no-untyped-def]
+    a, _ = versions
+    client.force_login(staff)
+    response = client.post(
+        reverse("admin:inference_modelversion_change", args=[a.pk]),
+        {"name": "renamed", "weights_dir": a.weights_dir, "sha256": "0" * 64, "metrics": "{}"},
+    )
+    assert response.status_code == 302
+    a.refresh_from_db()
+    assert a.name == "renamed" and a.sha256 != "0" * 64 and a.metrics["balanced_accuracy"] == 0.5

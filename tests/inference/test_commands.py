@@ -1,0 +1,122 @@
+"""Management commands: classify (JSON and table), evaluate_model, register_model."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from PIL import Image
+
+from inference.models import ModelVersion
+from inference.preprocessing import CLASS_NAMES
+
+from .conftest import SHIPPED_WEIGHTS
+from .test_services import make_weights_dir
+
+pytestmark = [pytest.mark.django_db]
+
+
+@pytest.fixture
+def shipped(settings):  # type: ignore[no-untyped-def]
+    settings.INFERENCE_WEIGHTS_DIR = SHIPPED_WEIGHTS
+    return SHIPPED_WEIGHTS
+
+
+def _png(path: Path, size: tuple[int, int] = (300, 200), value: int = 180) -> Path:
+    image = Image.new("L", size, 0)
+    image.paste(value, (50, 40, 150, 160))
+    image.save(path, format="PNG")
+    return path
+
+
+@pytest.mark.slow
+def test_classify_json_prints_one_object_per_file_and_fails_on_a_bad_one(shipped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = _png(tmp_path / "slice.png")
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("not an image")
+    also_good = _png(tmp_path / "second.png", (256, 256))
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 of 3 files could not be classified"):
+        call_command("classify", str(good), str(not_image), str(also_good), "--json", stdout=out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["file"] for line in lines] == [str(good), str(not_image), str(also_good)]
+    active = ModelVersion.objects.get(is_active=True)
+    for line in (lines[0], lines[2]):
+        assert line["label"] in CLASS_NAMES
+        assert list(line["probabilities"]) == list(CLASS_NAMES)
+        assert sum(line["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert line["label"] == max(line["probabilities"], key=line["probabilities"].get)
+        assert line["model_version"] == active.name
+    assert lines[1]["error"] == "not a JPEG or PNG image"
+    assert "label" not in lines[1]
+
+
+@pytest.mark.slow
+def test_classify_table_output(shipped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = _png(tmp_path / "slice.png")
+    out = io.StringIO()
+    call_command("classify", str(good), stdout=out)
+    text = out.getvalue()
+    assert "model version:" in text and "normal" in text and "malignant" in text
+    assert str(good) in text
+
+
+def test_classify_reports_missing_and_empty_files_without_loading_tensorflow(shipped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="2 of 2 files"):
+        call_command("classify", str(tmp_path / "missing.jpg"), str(empty), "--json", stdout=out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["error"] == "no such file"
+    assert lines[1]["error"] == "the file is empty"
+
+
+def test_classify_without_an_active_version_is_a_clear_error(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings.INFERENCE_WEIGHTS_DIR = tmp_path / "nothing-here"
+    ModelVersion.objects.create(name="off", sha256="0" * 64, weights_dir="x", is_active=False)
+    with pytest.raises(CommandError, match="no model version is active"):
+        call_command("classify", str(_png(tmp_path / "s.png")), "--json", stdout=io.StringIO())
+
+
+def test_register_model_command_registers_and_activates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    directory = make_weights_dir(tmp_path / "m", "my-model", b"weights")
+    out = io.StringIO()
+    call_command("register_model", str(directory), "--activate", stdout=out)
+    version = ModelVersion.objects.get()
+    assert version.name == "my-model" and version.is_active
+    assert "my-model (active)" in out.getvalue()
+    with pytest.raises(CommandError, match="no model.keras"):
+        call_command("register_model", str(tmp_path), stdout=io.StringIO())
+
+
+@pytest.mark.slow
+def test_evaluate_model_prints_metrics_for_a_labelled_folder(shipped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    for c, label in enumerate(CLASS_NAMES):
+        (data / label).mkdir(parents=True)
+        for i in range(2):
+            _png(data / label / f"{label} ({i + 1}).png", (200 + 10 * i, 200), value=100 + 50 * c)
+    out = io.StringIO()
+    call_command("evaluate_model", "--data", str(data), "--weights", str(shipped), "--json", stdout=out,
+                 stderr=io.StringIO())
+    metrics = json.loads(out.getvalue())
+    assert metrics["n"] == 6
+    assert sum(map(sum, metrics["confusion_matrix"])) == 6
+    assert 0 <= metrics["balanced_accuracy"] <= 1
+    assert set(metrics["per_class"]) == set(CLASS_NAMES)
+    card = json.loads((shipped / "card.json").read_text())
+    assert metrics["weights_sha256"] == card["weights"]["sha256"]
+
+    out = io.StringIO()
+    call_command("evaluate_model", "--data", str(data), "--weights", str(shipped), stdout=out,
+                 stderr=io.StringIO())
+    assert "balanced accuracy" in out.getvalue() and "confusion matrix" in out.getvalue()
+
+
+def test_evaluate_model_refuses_a_missing_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CommandError, match="is not a folder"):
+        call_command("evaluate_model", "--data", str(tmp_path / "nope"), stdout=io.StringIO())

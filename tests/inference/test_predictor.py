@@ -1,0 +1,114 @@
+"""Serving: the shipped weights load once, classify batches, explain with Grad-CAM."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.preprocessing import CLASS_NAMES, preprocess
+
+from .conftest import SHIPPED_WEIGHTS, slice_bytes
+
+pytestmark = pytest.mark.slow
+
+# Held-out slices (from the test block of the shipped model's split: never trained on) that the
+# shipped model classifies with a clear margin. A retrained model must still get these right.
+CLEAR_CASES = {
+    "normal/Normal case (340).jpg": "normal",
+    "malignant/Malignant case (450).jpg": "malignant",
+    "malignant/Malignant case (470).jpg": "malignant",
+}
+
+
+@pytest.fixture(scope="module")
+def predictor():  # type: ignore[no-untyped-def]
+    from inference.predictor import get_predictor
+
+    return get_predictor(SHIPPED_WEIGHTS)
+
+
+def test_shipped_weights_match_their_card(predictor) -> None:  # type: ignore[no-untyped-def]
+    card = json.loads((SHIPPED_WEIGHTS / "card.json").read_text())
+    assert predictor.sha256 == card["weights"]["sha256"]
+    assert predictor.name == card["name"]
+    assert card["class_names"] == list(CLASS_NAMES)
+
+
+def test_predictor_is_loaded_once_per_process(predictor) -> None:  # type: ignore[no-untyped-def]
+    from inference.predictor import get_predictor
+
+    assert get_predictor(SHIPPED_WEIGHTS) is predictor
+    assert get_predictor(str(SHIPPED_WEIGHTS) + "/") is predictor
+
+
+def test_default_weights_come_from_settings(settings, predictor) -> None:  # type: ignore[no-untyped-def]
+    from inference.predictor import get_predictor
+
+    settings.INFERENCE_WEIGHTS_DIR = SHIPPED_WEIGHTS
+    assert get_predictor() is predictor
+
+
+def test_missing_weights_are_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from inference.predictor import get_predictor
+
+    with pytest.raises(FileNotFoundError, match="no model.keras"):
+        get_predictor(tmp_path)
+
+
+def test_shipped_weights_classify_clear_real_slices(predictor) -> None:  # type: ignore[no-untyped-def]
+    if predictor.card.get("dataset", {}).get("limit_per_class"):  # TEMPORARY until real weights land
+        pytest.skip("the shipped weights are still the tiny placeholder run")
+    images = [preprocess(slice_bytes(path)) for path in CLEAR_CASES]
+    probabilities = predictor.predict(images)
+    labels = [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)]
+    assert labels == list(CLEAR_CASES.values()), dict(zip(CLEAR_CASES, probabilities.round(3).tolist()))
+
+
+def test_batches_give_the_same_result_as_single_images(settings, predictor) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    images = [rng.random((256, 256, 3), dtype=np.float32) for _ in range(5)]
+    predictor.batch_size = 2  # 5 images -> batches of 2, 2, 1
+    try:
+        together = predictor.predict(images)
+    finally:
+        predictor.batch_size = settings.INFERENCE_BATCH_SIZE
+    one_by_one = np.concatenate([predictor.predict([image]) for image in images])
+    assert together.shape == (5, 3)
+    assert np.allclose(together.sum(axis=1), 1.0, atol=1e-9)
+    assert np.allclose(together, one_by_one, atol=1e-5)
+    assert predictor.predict([]).shape == (0, 3)
+
+
+def test_wrong_input_shape_is_refused(predictor) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="expected images of shape"):
+        predictor.predict([np.zeros((128, 128, 3), dtype=np.float32)])
+
+
+def test_heatmap_is_a_normalised_map_over_the_input(predictor) -> None:  # type: ignore[no-untyped-def]
+    from inference.predictor import heatmap_png
+
+    image = preprocess(slice_bytes("malignant/Malignant case (450).jpg"))
+    heat = predictor.heatmap(image)
+    assert heat.shape == (256, 256)
+    assert heat.min() >= 0 and heat.max() <= 1 and heat.max() == pytest.approx(1.0)
+    assert heat.std() > 0.01  # it highlights somewhere, not everywhere
+    png = heatmap_png(image, heat)
+    with Image.open(io.BytesIO(png)) as overlay:
+        assert overlay.format == "PNG" and overlay.size == (256, 256) and overlay.mode == "RGB"
+        pixels = np.asarray(overlay).astype(int)
+    # Coloured where the heat is high, grey where it is (near) zero.
+    hot = heat > 0.8
+    assert np.abs(pixels[hot][:, 0] - pixels[hot][:, 2]).mean() > 20
+
+
+def test_heatmap_png_without_heat_is_the_grey_slice() -> None:
+    from inference.predictor import heatmap_png
+
+    image = np.full((256, 256, 3), 0.5, dtype=np.float32)
+    with Image.open(io.BytesIO(heatmap_png(image, np.zeros((256, 256))))) as overlay:
+        pixels = np.asarray(overlay)
+    assert np.all(pixels == 128)
