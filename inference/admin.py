@@ -32,4 +32,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         version = queryset.get()
         model_version_activate(version=version)
-        self.message_user(request, f"Model version “{version.name}” is now active; new predictions use it.", level=messages.SUCCESS)
+        self.message_user(
+            request, f"Model version “{version.name}” is now active; new predictions use it.",
+            level=messages.SUCCESS,
+        )

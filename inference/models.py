@@ -14,7 +14,8 @@ class ModelVersion(models.Model):
     sha256 = models.CharField("SHA-256", max_length=64, unique=True,
                               help_text="SHA-256 of the weights file")
     weights_dir = models.CharField(
-        max_length=500, help_text="folder with model.keras and card.json; relative to the project when inside it"
+        max_length=500,
+        help_text="folder with model.keras and card.json; relative to the project when inside it",
     )
     metrics = models.JSONField(default=dict, blank=True,
                                help_text="held-out test metrics from the model card")

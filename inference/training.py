@@ -36,8 +36,8 @@ CONFUSION_PLOT = "confusion_matrix.png"
 # Bump when preprocessing changes, so a stale cache is never reused.
 PREPROCESSING_VERSION = "pad-square-bilinear-256-v1"
 DATASET_CITATION = (
-    "Alyasriy, H. & Al-Huseiny, M. (2021). The IQ-OTH/NCCD lung cancer dataset. "
-    "Mendeley Data, V1/V2. doi:10.17632/bhmdr45bh2"
+    "Alyasriy, H. & Al-Huseiny, M., The IQ-OTH/NCCD lung cancer dataset, "
+    "Mendeley Data, doi:10.17632/bhmdr45bh2"
 )
 DATASET_DOI = "10.17632/bhmdr45bh2"
 
@@ -465,7 +465,7 @@ class TrainConfig:
     class_weights: bool = True
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     cache_dir: Path | None = None
-    compare_with: Path | None = None
+    compare_with: Sequence[Path] = ()
     command: str = ""
 
 
@@ -496,7 +496,9 @@ def make_dataset(gray: np.ndarray, labels: np.ndarray, *, batch_size: int, shuff
     import tensorflow as tf
 
     one_hot = np.eye(len(CLASS_NAMES), dtype=np.float32)[labels]
-    tensors: tuple[Any, ...] = (gray, one_hot) if weights is None else (gray, one_hot, weights.astype(np.float32))
+    tensors: tuple[Any, ...] = (gray, one_hot)
+    if weights is not None:
+        tensors = (gray, one_hot, weights.astype(np.float32))
     dataset = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle:
         dataset = dataset.shuffle(len(gray), seed=seed, reshuffle_each_iteration=True)
@@ -527,7 +529,7 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
     configure_tensorflow()
     import keras
 
-    from .network import PUBLISHED_PARAMS_WITHOUT_DROPOUT, build_model
+    from .network import PUBLISHED_PARAMS_WITHOUT_DROPOUT, VARIANT_DESCRIPTIONS, build_model
 
     started = time.monotonic()
     set_seeds(config.seed)
@@ -581,7 +583,7 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
             monitor=monitor, factor=0.5, patience=max(2, config.patience // 2), min_lr=1e-5, verbose=0))
     fit_started = time.monotonic()
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        verbose=0)
+                        shuffle=False, verbose=0)  # the dataset shuffles itself, seeded
     fit_seconds = time.monotonic() - fit_started
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     monitored = hist.get(monitor, [])
@@ -603,9 +605,7 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
 
     params_without_dropout = build_model(config.variant, dropout=0).count_params()
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    comparison = None
-    if config.compare_with:
-        comparison = load_card(config.compare_with)
+    comparisons = [comparison_entry(load_card(d)) for d in config.compare_with]
     import tensorflow as tf
 
     card: dict[str, Any] = {
@@ -620,6 +620,7 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
         ),
         "architecture": {
             "variant": config.variant,
+            "description": VARIANT_DESCRIPTIONS[config.variant],
             "conv_filters": [32, 64, 64, 64, 128, 128],
             "dense_units": 64,
             "dropout": config.dropout,
@@ -661,7 +662,7 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
         "metrics": test_metrics,
         "validation_metrics": val_metrics,
         "shortcut_check": shortcut,
-        "comparison": _comparison_entry(comparison) if comparison else None,
+        "comparisons": comparisons,
         "plots": {"training_curves": CURVES_PLOT, "confusion_matrix": CONFUSION_PLOT},
         "command": config.command,
         "environment": {
@@ -717,8 +718,10 @@ class _EpochPrinter:
         return EpochPrinter()
 
 
-def _comparison_entry(other: dict[str, Any]) -> dict[str, Any]:
+def comparison_entry(other: dict[str, Any]) -> dict[str, Any]:
+    """What the card shows of another run (same data, same split) for comparison."""
     metrics = other.get("metrics", {})
+    training = other.get("training", {})
     return {
         "name": other.get("name"),
         "variant": other.get("architecture", {}).get("variant"),
@@ -726,10 +729,29 @@ def _comparison_entry(other: dict[str, Any]) -> dict[str, Any]:
         "accuracy": metrics.get("accuracy"),
         "recall": {n: metrics.get("per_class", {}).get(n, {}).get("recall") for n in CLASS_NAMES},
         "roc_auc_ovr_macro": metrics.get("roc_auc_ovr_macro"),
-        "same_split": None,
+        "validation_balanced_accuracy": (other.get("validation_metrics") or {}).get("balanced_accuracy"),
+        "epochs_run": training.get("epochs_run"),
+        "best_epoch": training.get("best_epoch"),
         "command": other.get("command"),
-        "split_classes": other.get("split", {}).get("classes"),
+        "split": {label: {s: desc[s]["sequence_range"] for s in SPLITS}
+                  for label, desc in other.get("split", {}).get("classes", {}).items()},
     }
+
+
+def add_comparisons(model_dir: Path, others: Sequence[Path]) -> dict[str, Any]:
+    """Add other runs' results to a model directory's card (only runs on the same split) and
+    re-render MODEL_CARD.md."""
+    card = load_card(model_dir)
+    mine = comparison_entry(card)["split"]
+    entries = list(card.get("comparisons") or [])
+    for other in others:
+        entry = comparison_entry(load_card(other))
+        if entry["split"] != mine:
+            raise ValueError(f"{other} was evaluated on another split; its numbers are not comparable")
+        entries = [e for e in entries if e["name"] != entry["name"]] + [entry]
+    card["comparisons"] = entries
+    write_card(model_dir, card)
+    return card
 
 
 def _caveats(card: dict[str, Any]) -> list[str]:
@@ -829,23 +851,28 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         f"![confusion matrix]({card['plots']['confusion_matrix']})",
         "",
     ]
-    comparison = card.get("comparison")
-    if comparison:
+    comparisons = card.get("comparisons") or []
+    if comparisons:
+        this = comparison_entry(card)
         lines += [
-            "## Compared with",
+            "## Compared with other runs on the same split",
             "",
-            "| model | variant | balanced accuracy | accuracy | recall normal | recall benign | "
-            "recall malignant |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-            f"| this model | {arch['variant']} | {_fmt(m['balanced_accuracy'])} | {_fmt(m['accuracy'])} | "
-            + " | ".join(_fmt(m["per_class"][n]["recall"]) for n in card["class_names"]) + " |",
-            f"| {comparison['name']} | {comparison['variant']} | {_fmt(comparison['balanced_accuracy'])} "
-            f"| {_fmt(comparison['accuracy'])} | "
-            + " | ".join(_fmt(comparison["recall"].get(n)) for n in card["class_names"]) + " |",
+            "Chosen by validation balanced accuracy; test figures shown for information.",
             "",
-            f"Comparison model trained with: `{comparison.get('command')}`",
-            "",
+            "| model | variant | validation balanced acc. | test balanced acc. | test accuracy | "
+            "recall normal | recall benign | recall malignant | epochs (kept) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
+        for label, entry in [("**this model**", this)] + [(e["name"], e) for e in comparisons]:
+            lines.append(
+                f"| {label} | {entry['variant']} | {_fmt(entry.get('validation_balanced_accuracy'))} | "
+                f"{_fmt(entry['balanced_accuracy'])} | {_fmt(entry['accuracy'])} | "
+                + " | ".join(_fmt(entry["recall"].get(n)) for n in card["class_names"])
+                + f" | {entry.get('epochs_run')} ({entry.get('best_epoch')}) |"
+            )
+        lines += ["", "Commands:", ""]
+        lines += [f"- `{entry['name']}`: `{entry.get('command')}`" for entry in comparisons]
+        lines.append("")
     split = card["split"]
     lines += [
         "## Data and split",
@@ -883,11 +910,12 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         f"- Variant `{arch['variant']}`: six 3×3 convolutions ({', '.join(map(str, arch['conv_filters']))} "
         f"filters, 'valid' padding) each followed by 2×2 max-pooling, flatten, dense {arch['dense_units']}, "
         f"dropout {arch['dropout']}, softmax over 3 classes; ReLU. {arch['parameters']:,} parameters "
-        f"({arch['parameters_without_dropout']:,} without dropout; the published design has "
-        f"{arch['published_parameters_without_dropout']:,}).",
+        f"(the published design: {arch['published_parameters_without_dropout']:,}). "
+        + arch.get("description", ""),
         f"- Preprocessing (training and serving alike): {card['preprocessing']}.",
         f"- Adam (learning rate {training['learning_rate']}), batch {training['batch_size']}, "
-        f"class-weighted cross-entropy ({', '.join(f'{k} {v}' for k, v in training['class_weights'].items())}), "
+        "class-weighted cross-entropy ("
+        + ", ".join(f"{k} {v}" for k, v in training["class_weights"].items()) + "), "
         f"early stopping on {training['early_stopping']['monitor']} (patience "
         f"{training['early_stopping']['patience']}, best weights restored)"
         + (", learning rate halved on plateau" if training.get("reduce_lr_on_plateau") else "")

@@ -120,3 +120,19 @@ def test_evaluate_model_prints_metrics_for_a_labelled_folder(shipped, tmp_path) 
 def test_evaluate_model_refuses_a_missing_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CommandError, match="is not a folder"):
         call_command("evaluate_model", "--data", str(tmp_path / "nope"), stdout=io.StringIO())
+
+
+@pytest.mark.slow
+def test_evaluate_model_on_the_test_block_reproduces_the_shipped_card(shipped, dataset_dir) -> None:  # type: ignore[no-untyped-def]
+    # Serving (Predictor, preprocess from bytes) and the training-time evaluation must agree: the
+    # same split, the same pixels, the same numbers.
+    card = json.loads((shipped / "card.json").read_text())
+    args = ["--data", str(dataset_dir), "--weights", str(shipped), "--split", "test", "--json"]
+    if card["dataset"].get("limit_per_class"):
+        args += ["--limit", str(card["dataset"]["limit_per_class"])]
+    out = io.StringIO()
+    call_command("evaluate_model", *args, stdout=out, stderr=io.StringIO())
+    metrics = json.loads(out.getvalue())
+    assert metrics["n"] == card["metrics"]["n"]
+    assert metrics["confusion_matrix"] == card["metrics"]["confusion_matrix"]
+    assert metrics["balanced_accuracy"] == pytest.approx(card["metrics"]["balanced_accuracy"], abs=1e-4)

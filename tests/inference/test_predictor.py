@@ -65,7 +65,8 @@ def test_shipped_weights_classify_clear_real_slices(predictor) -> None:  # type:
     images = [preprocess(slice_bytes(path)) for path in CLEAR_CASES]
     probabilities = predictor.predict(images)
     labels = [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)]
-    assert labels == list(CLEAR_CASES.values()), dict(zip(CLEAR_CASES, probabilities.round(3).tolist()))
+    shown = dict(zip(CLEAR_CASES, probabilities.round(3).tolist(), strict=True))
+    assert labels == list(CLEAR_CASES.values()), shown
 
 
 def test_batches_give_the_same_result_as_single_images(settings, predictor) -> None:  # type: ignore[no-untyped-def]

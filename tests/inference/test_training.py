@@ -184,7 +184,8 @@ def test_tiny_training_run_writes_a_complete_card(tmp_path: Path) -> None:
     assert sum(map(sum, metrics["confusion_matrix"])) == sum(card["counts"]["test"].values())
     assert 0 <= card["shortcut_check"]["balanced_accuracy"] <= 1
     assert card["training"]["epochs_run"] == 1 and len(card["training"]["history"]["loss"]) == 1
-    assert card["command"].startswith("python manage.py train_model --data ")
+    assert "python manage.py train_model --data " in card["command"]
+    assert card["command"].startswith("TF_INTRA_OP_THREADS=")
     assert "--epochs 1" in card["command"] and "--variant published" in card["command"]
 
     from inference.training import file_sha256
@@ -198,3 +199,19 @@ def test_tiny_training_run_writes_a_complete_card(tmp_path: Path) -> None:
     # The directory it wrote is a loadable model.
     predictor = Predictor(out)
     assert predictor.sha256 == card["weights"]["sha256"] and predictor.name == card["name"]
+
+    # Other runs on the same split can be shown beside it; runs on another split cannot.
+    from inference.training import add_comparisons
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "card.json").write_text(json.dumps({**card, "name": "baseline-run"}))
+    add_comparisons(out, [other])
+    markdown = (out / "MODEL_CARD.md").read_text()
+    assert "Compared with other runs on the same split" in markdown and "baseline-run" in markdown
+    assert json.loads((out / "card.json").read_text())["comparisons"][0]["name"] == "baseline-run"
+    moved = json.loads(json.dumps(card))
+    moved["split"]["classes"]["normal"]["test"]["sequence_range"] = [1, 2]
+    (other / "card.json").write_text(json.dumps(moved))
+    with pytest.raises(ValueError, match="another split"):
+        add_comparisons(out, [other])

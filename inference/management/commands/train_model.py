@@ -32,8 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None,
                             help="at most N images per class (tiny runs, tests)")
         parser.add_argument("--no-class-weights", action="store_true")
-        parser.add_argument("--compare-with", type=Path, default=None,
-                            help="another model directory whose card is shown beside this one")
+        parser.add_argument("--compare-with", type=Path, action="append", default=[],
+                            help="another model directory (same data) whose results the card shows "
+                            "beside this one; repeatable")
         parser.add_argument("--no-cache", action="store_true",
                             help="do not cache preprocessed images under the data directory (var/)")
 
@@ -69,7 +70,10 @@ class Command(BaseCommand):
 
     @staticmethod
     def _reproducing_command(options: dict[str, Any]) -> str:
-        parts = ["python", "manage.py", "train_model",
+        # Thread counts change the order of floating-point sums: part of the recipe.
+        parts = [f"TF_INTRA_OP_THREADS={settings.TF_INTRA_OP_THREADS}",
+                 f"TF_INTER_OP_THREADS={settings.TF_INTER_OP_THREADS}",
+                 "python", "manage.py", "train_model",
                  "--data", str(options["data"]), "--out", str(options["out"]),
                  "--variant", options["variant"], "--epochs", str(options["epochs"]),
                  "--patience", str(options["patience"]), "--batch-size", str(options["batch_size"]),
@@ -79,6 +83,6 @@ class Command(BaseCommand):
             parts += ["--limit", str(options["limit"])]
         if options["no_class_weights"]:
             parts.append("--no-class-weights")
-        if options["compare_with"]:
-            parts += ["--compare-with", str(options["compare_with"])]
-        return shlex.join(parts)
+        for other in options["compare_with"]:
+            parts += ["--compare-with", str(other)]
+        return " ".join(parts[:2]) + " " + shlex.join(parts[2:])
