@@ -34,10 +34,14 @@ def patients_with_latest_result(user: User, *, query: str = "", label: str = "")
         latest_at=Subquery(latest.values("created_at")[:1]),
     )
     if query:
-        patients = patients.filter(Q(mrn__icontains=query) | Q(name__icontains=query))
+        patients = patients_search(patients, query)
     if label:
         patients = patients.filter(latest_label=label)
     return patients.order_by("name", "id")
+
+
+def patients_search(patients: QuerySet[Patient], query: str) -> QuerySet[Patient]:
+    return patients.filter(Q(mrn__icontains=query) | Q(name__icontains=query))
 
 
 def patient_get(user: User, pk: int) -> Patient:
@@ -54,28 +58,30 @@ def predictions_for(user: User) -> QuerySet[Prediction]:
     )
 
 
-def scan_get(user: User, pk: int) -> Scan:
-    return get_object_or_404(
-        scans_for(user).prefetch_related(
-            "slices",
-            Prefetch(
-                "predictions",
-                queryset=Prediction.objects.select_related("model_version").prefetch_related(
-                    Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice"))
-                ),
-            ),
-        ),
-        pk=pk,
+def _predictions_with_results() -> QuerySet[Prediction]:
+    return Prediction.objects.select_related("model_version").prefetch_related(
+        Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice"))
     )
+
+
+def scans_detailed(user: User) -> QuerySet[Scan]:
+    return scans_for(user).prefetch_related(
+        "slices", Prefetch("predictions", queryset=_predictions_with_results())
+    )
+
+
+def predictions_detailed(user: User) -> QuerySet[Prediction]:
+    return predictions_for(user).prefetch_related(
+        Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice"))
+    )
+
+
+def scan_get(user: User, pk: int) -> Scan:
+    return get_object_or_404(scans_detailed(user), pk=pk)
 
 
 def prediction_get(user: User, pk: int) -> Prediction:
-    return get_object_or_404(
-        predictions_for(user).prefetch_related(
-            Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice"))
-        ),
-        pk=pk,
-    )
+    return get_object_or_404(predictions_detailed(user), pk=pk)
 
 
 def slice_get(user: User, pk: int) -> Slice:

@@ -72,7 +72,13 @@ def user_create(*, username: str, password: str, team_name: str, is_admin: bool 
 
 
 def patient_create(
-    *, team: CareTeam, mrn: str, name: str, birth_date: date, sex: str, created_by: AbstractBaseUser | None
+    *,
+    team: CareTeam,
+    mrn: str,
+    name: str,
+    birth_date: date,
+    sex: str = Patient.Sex.UNKNOWN,
+    created_by: AbstractBaseUser | None,
 ) -> Patient:
     patient = Patient(team=team, mrn=mrn.strip(), name=name.strip(), birth_date=birth_date, sex=sex)
     patient.created_by = created_by

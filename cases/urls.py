@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import views
+from .urls_converters import IdConverter  # noqa: F401  (registers <id:...>)
 
 app_name = "cases"
 
@@ -8,15 +9,15 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("patients/", views.patient_list, name="patient_list"),
     path("patients/new/", views.patient_create, name="patient_create"),
-    path("patients/<int:pk>/", views.patient_detail, name="patient_detail"),
-    path("patients/<int:pk>/edit/", views.patient_edit, name="patient_edit"),
-    path("patients/<int:pk>/scans/new/", views.scan_upload, name="scan_upload"),
-    path("scans/<int:pk>/", views.scan_detail, name="scan_detail"),
-    path("scans/<int:pk>/predict/", views.scan_predict, name="scan_predict"),
+    path("patients/<id:pk>/", views.patient_detail, name="patient_detail"),
+    path("patients/<id:pk>/edit/", views.patient_edit, name="patient_edit"),
+    path("patients/<id:pk>/scans/new/", views.scan_upload, name="scan_upload"),
+    path("scans/<id:pk>/", views.scan_detail, name="scan_detail"),
+    path("scans/<id:pk>/predict/", views.scan_predict, name="scan_predict"),
     path("predictions/status/", views.prediction_status, name="prediction_status"),
-    path("predictions/<int:pk>/", views.prediction_detail, name="prediction_detail"),
-    path("predictions/<int:pk>/rerun/", views.prediction_rerun, name="prediction_rerun"),
-    path("files/slices/<int:pk>/", views.slice_image, name="slice_image"),
-    path("files/slices/<int:pk>/thumbnail/", views.slice_thumbnail, name="slice_thumbnail"),
-    path("files/heatmaps/<int:pk>/", views.slice_result_heatmap, name="slice_result_heatmap"),
+    path("predictions/<id:pk>/", views.prediction_detail, name="prediction_detail"),
+    path("predictions/<id:pk>/rerun/", views.prediction_rerun, name="prediction_rerun"),
+    path("files/slices/<id:pk>/", views.slice_image, name="slice_image"),
+    path("files/slices/<id:pk>/thumbnail/", views.slice_thumbnail, name="slice_thumbnail"),
+    path("files/heatmaps/<id:pk>/", views.slice_result_heatmap, name="slice_result_heatmap"),
 ]

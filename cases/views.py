@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.services import model_version_active
 
 from . import selectors, services
+from .files import private_file_response, slice_file_name
 from .forms import PatientForm, ScanUploadForm
 from .models import CLASS_NAMES, Prediction
+from .urls_converters import ID_REGEX
 
 PAGE_SIZE = 25
 
@@ -191,42 +194,29 @@ def prediction_rerun(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def prediction_status(request: HttpRequest) -> JsonResponse:
     """States of the given predictions, for the pages' live updates."""
-    ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.strip().isdigit()][:100]
+    ids = [int(i) for i in request.GET.get("ids", "").split(",") if re.fullmatch(ID_REGEX, i.strip())][:100]
     found = selectors.predictions_status(request.user, ids)
     return JsonResponse(
         {"predictions": {str(p.pk): {"status": p.status, "label": p.label} for p in found}}
     )
 
 
-def _private_file(name: str, content_type: str, download_name: str) -> FileResponse:
-    try:
-        handle = default_storage.open(name, "rb")
-    except (FileNotFoundError, ValueError):
-        raise Http404("The file is missing.") from None
-    response = FileResponse(handle, content_type=content_type)
-    response["Content-Disposition"] = f'inline; filename="{download_name}"'
-    response["Cache-Control"] = "private, max-age=3600"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
 @login_required
 @require_GET
 def slice_image(request: HttpRequest, pk: int) -> FileResponse:
     item = selectors.slice_get(request.user, pk)
-    extension = "png" if item.content_type == "image/png" else "jpg"
-    return _private_file(item.image.name, item.content_type, f"slice-{item.pk}.{extension}")
+    return private_file_response(item.image.name, item.content_type, slice_file_name(item))
 
 
 @login_required
 @require_GET
 def slice_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
     item = selectors.slice_get(request.user, pk)
-    return _private_file(item.thumbnail.name, "image/png", f"slice-{item.pk}-thumb.png")
+    return private_file_response(item.thumbnail.name, "image/png", f"slice-{item.pk}-thumb.png")
 
 
 @login_required
 @require_GET
 def slice_result_heatmap(request: HttpRequest, pk: int) -> FileResponse:
     result = selectors.slice_result_get(request.user, pk)
-    return _private_file(result.heatmap.name, "image/png", f"heatmap-{result.pk}.png")
+    return private_file_response(result.heatmap.name, "image/png", f"heatmap-{result.pk}.png")

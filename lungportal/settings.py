@@ -75,6 +75,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "knox",
     "inference",
     "cases",
     "health",
@@ -217,9 +219,24 @@ INFERENCE_BATCH_SIZE = envint("INFERENCE_BATCH_SIZE", 16, minimum=1)
 TF_INTRA_OP_THREADS = envint("TF_INTRA_OP_THREADS", 2)
 TF_INTER_OP_THREADS = envint("TF_INTER_OP_THREADS", 1)
 
+# Cache: throttling and login lockouts must be shared by every web process.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(DATA_DIR / "cache"),
+    }
+}
+
 # REST API
+API_TOKEN_TTL = timedelta(hours=envint("API_TOKEN_TTL_HOURS", 10, minimum=1))
+REST_KNOX = {
+    "TOKEN_TTL": API_TOKEN_TTL,  # tokens are stored hashed (SHA-512) and expire
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_LIMIT_PER_USER": envint("API_TOKENS_PER_USER", 20, minimum=1),
+}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -227,12 +244,36 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "cases.api.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("API_THROTTLE_ANON", "60/min"),
+        "user": os.environ.get("API_THROTTLE_USER", "600/min"),
+        "login": os.environ.get("API_THROTTLE_LOGIN", "10/min"),
+    },
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "LungPortal API",
-    "DESCRIPTION": "Patients, CT scans and CNN predictions for hospital integrations.",
+    "DESCRIPTION": (
+        "Patients, CT scans and CNN predictions for hospital integrations. Authenticate with "
+        "`POST /api/v1/auth/token/` and send `Authorization: Token <token>`. Every 4xx answer has "
+        'the body `{"detail": "...", "errors": {"field": ["..."]}}`. Objects outside your care '
+        "teams answer 404."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "cases.api.schema.add_error_responses",
+    ],
 }
 
 # Security

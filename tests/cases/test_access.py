@@ -107,3 +107,17 @@ def test_login_logout_and_password_change(client, alice):
     client.post(reverse("logout"))
     assert client.get(reverse("cases:dashboard")).status_code == 302
     assert client.login(username="alice", password="Pulmonary-Nodule-42")
+
+
+def test_status_endpoint_ignores_malformed_and_huge_ids(client, alice, prediction):  # noqa: F811
+    client.force_login(alice)
+    url = reverse("cases:prediction_status") + f"?ids=x,-1,99999999999999999999999,{prediction.pk}"
+    response = client.get(url)
+    assert response.status_code == 200
+    assert list(response.json()["predictions"]) == [str(prediction.pk)]
+
+
+@pytest.mark.parametrize("path", ["/patients/99999999999999999999/", "/api/v1/scans/99999999999999999999/"])
+def test_huge_ids_are_404_not_a_database_error(client, alice, path):
+    client.force_login(alice)
+    assert client.get(path).status_code == 404

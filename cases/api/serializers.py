@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from inference.models import ModelVersion
+
+from ..models import CLASS_NAMES, CareTeam, Patient, Prediction, Scan, Slice, SliceResult
+from ..selectors import teams_for
+
+
+def _absolute(context: dict[str, Any], name: str, pk: int) -> str:
+    url = reverse(f"api:{name}", args=[pk])
+    request = context.get("request")
+    return request.build_absolute_uri(url) if request else url
+
+
+PROBABILITIES_SCHEMA = {
+    "type": "object",
+    "nullable": True,
+    "description": "Per-class probabilities summing to 1; null until the prediction succeeds.",
+    "properties": {name: {"type": "number", "minimum": 0, "maximum": 1} for name in CLASS_NAMES},
+    "required": list(CLASS_NAMES),
+}
+
+
+class ProbabilitiesMixin(serializers.Serializer):
+    probabilities = serializers.SerializerMethodField()
+
+    @extend_schema_field(PROBABILITIES_SCHEMA)
+    def get_probabilities(self, obj: Any) -> dict[str, float] | None:
+        return obj.probabilities
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, style={"input_type": "password"})
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name", "sha256", "metrics", "created_at", "is_active"]
+
+
+class SliceSerializer(serializers.ModelSerializer):
+    file_url = serializers.SerializerMethodField(help_text="The image; needs the same authentication.")
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Slice
+        fields = [
+            "id", "position", "original_name", "content_type", "width", "height", "size_bytes", "sha256",
+            "file_url", "thumbnail_url",
+        ]
+
+    def get_file_url(self, obj: Slice) -> str:
+        return _absolute(self.context, "slice-file", obj.pk)
+
+    def get_thumbnail_url(self, obj: Slice) -> str:
+        return _absolute(self.context, "slice-thumbnail", obj.pk)
+
+
+class SliceResultSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
+    heatmap_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SliceResult
+        fields = ["slice", "label", "probabilities", "heatmap_url"]
+
+    def get_heatmap_url(self, obj: SliceResult) -> str | None:
+        return _absolute(self.context, "heatmap", obj.pk) if obj.heatmap else None
+
+
+class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
+    url = serializers.SerializerMethodField(help_text="Poll this URL until status is succeeded or failed.")
+    model_version = serializers.CharField(source="model_version.name", read_only=True)
+    wait_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    run_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    slice_results = SliceResultSerializer(many=True, read_only=True)
+    aggregation = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id", "url", "scan", "status", "label", "probabilities", "aggregation", "model_version", "error",
+            "attempts", "created_at", "queued_at", "started_at", "finished_at", "wait_seconds", "run_seconds",
+            "inference_seconds", "slice_results",
+        ]
+
+    def get_url(self, obj: Prediction) -> str:
+        return _absolute(self.context, "prediction-detail", obj.pk)
+
+    def get_aggregation(self, obj: Prediction) -> str:
+        return Prediction.AGGREGATION_RULE
+
+
+class PredictionSummarySerializer(ProbabilitiesMixin, serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    model_version = serializers.CharField(source="model_version.name", read_only=True)
+
+    class Meta:
+        model = Prediction
+        fields = ["id", "url", "status", "label", "probabilities", "model_version", "error", "created_at"]
+
+    def get_url(self, obj: Prediction) -> str:
+        return _absolute(self.context, "prediction-detail", obj.pk)
+
+
+class ScanSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    slices = SliceSerializer(many=True, read_only=True)
+    predictions = PredictionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Scan
+        fields = ["id", "url", "patient", "study_date", "note", "created_at", "slices", "predictions"]
+
+    def get_url(self, obj: Scan) -> str:
+        return _absolute(self.context, "scan-detail", obj.pk)
+
+
+class ScanUploadSerializer(serializers.Serializer):
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True),
+        allow_empty=False,
+        help_text="One or many JPEG or PNG CT slices of one study (multipart field `files`, repeated).",
+    )
+    study_date = serializers.DateField(required=False)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+    def validate_files(self, files: list[Any]) -> list[Any]:
+        if len(files) > settings.UPLOAD_MAX_FILES:
+            raise serializers.ValidationError(f"{len(files)} files were sent; at most {settings.UPLOAD_MAX_FILES}.")
+        return files
+
+
+class ScanAcceptedSerializer(serializers.Serializer):
+    scan = ScanSerializer()
+    prediction = PredictionSummarySerializer()
+
+
+class PatientSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=CareTeam.objects.none(),  # the caller's own teams, set in __init__
+        required=False,
+        help_text="Care team id; optional when you belong to exactly one team.",
+    )
+    team_name = serializers.CharField(source="team.name", read_only=True)
+    latest_status = serializers.CharField(read_only=True, allow_null=True, default=None)
+    latest_label = serializers.CharField(read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = Patient
+        fields = [
+            "id", "url", "mrn", "name", "birth_date", "sex", "team", "team_name", "created_at",
+            "latest_status", "latest_label",
+        ]
+        # Uniqueness of (team, MRN) is checked by the service, with the team resolved first.
+        validators: list[Any] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if user is not None:
+            self.fields["team"].queryset = teams_for(user)
+
+    def get_url(self, obj: Patient) -> str:
+        return _absolute(self.context, "patient-detail", obj.pk)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is None and "team" not in attrs:
+            teams = list(self.fields["team"].queryset[:2])
+            if len(teams) != 1:
+                raise serializers.ValidationError(
+                    {"team": ["Give a team: you belong to several care teams."] if teams
+                     else ["You are not in a care team; ask an administrator to add you to one."]}
+                )
+            attrs["team"] = teams[0]
+        return attrs
+
+
+class HistoryEntrySerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    kind = serializers.ChoiceField(choices=["scan", "prediction"])
+    scan = serializers.SerializerMethodField()
+    prediction = serializers.SerializerMethodField()
+
+    @extend_schema_field({"type": "object", "properties": {"id": {"type": "integer"}, "url": {"type": "string"},
+                                                           "study_date": {"type": "string", "format": "date"},
+                                                           "slice_count": {"type": "integer"}}})
+    def get_scan(self, entry: Any) -> dict[str, Any]:
+        scan = entry.scan
+        return {"id": scan.pk, "url": _absolute(self.context, "scan-detail", scan.pk),
+                "study_date": scan.study_date.isoformat(), "slice_count": len(scan.slices.all())}
+
+    @extend_schema_field(PredictionSummarySerializer(allow_null=True))
+    def get_prediction(self, entry: Any) -> dict[str, Any] | None:
+        if entry.prediction is None:
+            return None
+        return PredictionSummarySerializer(entry.prediction, context=self.context).data

@@ -1,0 +1,24 @@
+from django.urls import include, path, re_path
+from rest_framework.routers import DefaultRouter
+
+from . import views
+from ..urls_converters import IdConverter  # noqa: F401  (registers <id:...>)
+
+app_name = "api"
+
+router = DefaultRouter()
+router.register("patients", views.PatientViewSet, basename="patient")
+router.register("scans", views.ScanViewSet, basename="scan")
+router.register("predictions", views.PredictionViewSet, basename="prediction")
+router.register("models", views.ModelVersionViewSet, basename="modelversion")
+
+urlpatterns = [
+    path("auth/token/", views.TokenObtainView.as_view(), name="token"),
+    path("auth/logout/", views.TokenLogoutView.as_view(), name="logout"),
+    path("auth/logout-all/", views.TokenLogoutAllView.as_view(), name="logout-all"),
+    path("slices/<id:pk>/file/", views.SliceFileView.as_view(), name="slice-file"),
+    path("slices/<id:pk>/thumbnail/", views.SliceThumbnailView.as_view(), name="slice-thumbnail"),
+    path("heatmaps/<id:pk>/", views.HeatmapView.as_view(), name="heatmap"),
+    path("", include(router.urls)),
+    re_path(r"^(?P<path>.*)$", views.api_not_found),
+]

@@ -1,0 +1,216 @@
+"""REST API for integrations. Thin: validate, call one service or selector, serialise.
+
+Team scoping comes from cases.selectors, exactly as for the HTML pages: outside your teams is 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.contrib.auth import authenticate
+from django.http import FileResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from knox import views as knox_views
+from knox.models import AuthToken
+from rest_framework import mixins, permissions, renderers, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from inference.models import ModelVersion
+
+from .. import selectors, services
+from ..files import private_file_response, slice_file_name
+from ..urls_converters import ID_REGEX
+from ..models import CLASS_NAMES
+from . import serializers as s
+
+
+class TokenObtainView(APIView):
+    """Exchange a username and password for an API token."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [permissions.AllowAny]
+    throttle_scope = "login"
+    throttle_classes = [ScopedRateThrottle]
+
+    @extend_schema(
+        request=s.TokenRequestSerializer,
+        responses={200: inline_serializer("TokenResponse", {"token": serializers.CharField(),
+                                                            "expiry": serializers.DateTimeField()})},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        form = s.TokenRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = authenticate(request, **form.validated_data)
+        if user is None or not user.is_active:
+            raise serializers.ValidationError({"non_field_errors": ["Unable to log in with these credentials."]})
+        instance, token = AuthToken.objects.create(user)
+        return Response({"token": token, "expiry": instance.expiry})
+
+
+class PatientFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="search", help_text="MRN or name contains this text.")
+    mrn = django_filters.CharFilter(field_name="mrn", lookup_expr="iexact")
+    name = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
+    team = django_filters.ModelChoiceFilter(
+        queryset=lambda request: selectors.teams_for(request.user), help_text="One of your care teams' ids."
+    )
+    latest_label = django_filters.ChoiceFilter(
+        field_name="latest_label", choices=[(c, c) for c in CLASS_NAMES], help_text="Label of the latest prediction."
+    )
+
+    def search(self, queryset: Any, name: str, value: str) -> Any:
+        return selectors.patients_search(queryset, value)
+
+
+class PatientViewSet(
+    mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    lookup_value_regex = ID_REGEX
+    serializer_class = s.PatientSerializer
+    filterset_class = PatientFilter
+
+    def get_queryset(self) -> Any:
+        return selectors.patients_with_latest_result(self.request.user)
+
+    def perform_create(self, serializer: s.PatientSerializer) -> None:
+        serializer.instance = services.patient_create(created_by=self.request.user, **serializer.validated_data)
+
+    def perform_update(self, serializer: s.PatientSerializer) -> None:
+        serializer.instance = services.patient_update(patient=serializer.instance, **serializer.validated_data)
+
+    @extend_schema(responses=s.HistoryEntrySerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def history(self, request: Request, pk: str) -> Response:
+        """Scans and predictions of the patient, newest first."""
+        patient = selectors.patient_get(request.user, int(pk))
+        entries = selectors.patient_history(request.user, patient)
+        return Response(s.HistoryEntrySerializer(entries, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        request={"multipart/form-data": s.ScanUploadSerializer},
+        responses={202: s.ScanAcceptedSerializer},
+        filters=False,
+    )
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser], filterset_class=None,
+            pagination_class=None)
+    def scans(self, request: Request, pk: str) -> Response:
+        """Upload one or many slices as a scan; its prediction is queued. Poll `prediction.url`."""
+        patient = selectors.patient_get(request.user, int(pk))
+        upload = s.ScanUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        scan = services.scan_upload(patient=patient, uploaded_by=request.user, **upload.validated_data)
+        scan = selectors.scan_get(request.user, scan.pk)
+        body = {"scan": scan, "prediction": scan.predictions.all()[0]}
+        return Response(s.ScanAcceptedSerializer(body, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class ScanViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    lookup_value_regex = ID_REGEX
+    serializer_class = s.ScanSerializer
+
+    def get_queryset(self) -> Any:
+        return selectors.scans_detailed(self.request.user)
+
+    @extend_schema(request=None, responses={202: s.PredictionSerializer})
+    @action(detail=True, methods=["post"])
+    def predictions(self, request: Request, pk: str) -> Response:
+        """Classify the scan with the active model version, keeping earlier results."""
+        scan = self.get_object()
+        prediction = services.prediction_request(scan=scan, requested_by=request.user)
+        return Response(s.PredictionSerializer(prediction, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    lookup_value_regex = ID_REGEX
+    serializer_class = s.PredictionSerializer
+
+    def get_queryset(self) -> Any:
+        return selectors.predictions_detailed(self.request.user)
+
+    @extend_schema(request=None, responses={202: s.PredictionSerializer})
+    @action(detail=True, methods=["post"])
+    def rerun(self, request: Request, pk: str) -> Response:
+        """Queue a failed or stale prediction again."""
+        prediction = services.prediction_rerun(prediction=self.get_object(), requested_by=request.user)
+        return Response(s.PredictionSerializer(prediction, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Model versions with their held-out metrics; `is_active` marks the one new scans get."""
+
+    lookup_value_regex = ID_REGEX
+    serializer_class = s.ModelVersionSerializer
+    queryset = ModelVersion.objects.order_by("-created_at", "-id")
+
+
+class ImageRenderer(renderers.BaseRenderer):
+    """Lets clients ask for images; the views return the file itself."""
+
+    media_type = "image/*"
+    format = "image"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> Any:
+        return data
+
+
+class _FileView(APIView):
+    renderer_classes = [renderers.JSONRenderer, ImageRenderer]
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(response, FileResponse):  # errors are always JSON, whatever was asked for
+            request.accepted_renderer = renderers.JSONRenderer()
+            request.accepted_media_type = "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class SliceFileView(_FileView):
+    @extend_schema(responses={(200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The slice")})
+    def get(self, request: Request, pk: int) -> FileResponse:
+        item = selectors.slice_get(request.user, pk)
+        return private_file_response(item.image.name, item.content_type, slice_file_name(item))
+
+
+class SliceThumbnailView(_FileView):
+    @extend_schema(responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="Thumbnail")})
+    def get(self, request: Request, pk: int) -> FileResponse:
+        item = selectors.slice_get(request.user, pk)
+        return private_file_response(item.thumbnail.name, "image/png", f"slice-{item.pk}-thumb.png")
+
+
+class HeatmapView(_FileView):
+    @extend_schema(responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="Grad-CAM")})
+    def get(self, request: Request, pk: int) -> FileResponse:
+        result = selectors.slice_result_get(request.user, pk)
+        return private_file_response(result.heatmap.name, "image/png", f"heatmap-{result.pk}.png")
+
+
+
+@extend_schema(request=None, responses={204: None})
+class TokenLogoutView(knox_views.LogoutView):
+    """Revoke the token this request was made with."""
+
+
+@extend_schema(request=None, responses={204: None})
+class TokenLogoutAllView(knox_views.LogoutAllView):
+    """Revoke every token of the calling user."""
+
+
+@csrf_exempt  # it changes nothing; a POST must get the JSON 404, not a CSRF page
+def api_not_found(request: Any, path: str = "") -> JsonResponse:
+    """Unmatched API paths (e.g. a non-numeric id) answer in the API's error format, not HTML."""
+    return JsonResponse({"detail": "Not found.", "errors": {}}, status=404)
