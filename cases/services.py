@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
@@ -296,10 +296,17 @@ def prediction_rerun(*, prediction: Prediction, requested_by: AbstractBaseUser |
     return prediction
 
 
-def _prediction_claim(prediction_id: int) -> Prediction | None:
-    """queued -> running, exactly once, counting the attempt in the database."""
-    claimed = Prediction.objects.filter(pk=prediction_id, status=Prediction.Status.QUEUED).update(
-        status=Prediction.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+def _prediction_claim(prediction_id: int, task_id: str) -> Prediction | None:
+    """queued -> running, counting the attempt in the database.
+
+    A message redelivered because its worker died (same task id) may take over its own
+    `running` row; any other copy of the message finds nothing to claim.
+    """
+    claimable = Q(status=Prediction.Status.QUEUED)
+    if task_id:
+        claimable |= Q(status=Prediction.Status.RUNNING, task_id=task_id)
+    claimed = Prediction.objects.filter(claimable, pk=prediction_id).update(
+        status=Prediction.Status.RUNNING, task_id=task_id, started_at=timezone.now(), attempts=F("attempts") + 1
     )
     if not claimed:
         return None
@@ -339,9 +346,9 @@ def _load_inputs(slices: Sequence[Slice]) -> list[Any]:
     return inputs
 
 
-def prediction_execute(*, prediction_id: int) -> None:
-    """Run the CNN for one queued prediction and store its result; a no-op if it is not queued."""
-    prediction = _prediction_claim(prediction_id)
+def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
+    """Run the CNN for one queued prediction and store its result; a no-op if it is not ours."""
+    prediction = _prediction_claim(prediction_id, task_id)
     if prediction is None:
         return
     stored: list[str] = []

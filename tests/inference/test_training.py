@@ -215,3 +215,9 @@ def test_tiny_training_run_writes_a_complete_card(tmp_path: Path) -> None:
     (other / "card.json").write_text(json.dumps(moved))
     with pytest.raises(ValueError, match="another split"):
         add_comparisons(out, [other])
+
+    from inference.training import add_notes
+
+    add_notes(out, ["Benign recall rests on two patients."])
+    assert "## What this means" in (out / "MODEL_CARD.md").read_text()
+    assert json.loads((out / "card.json").read_text())["notes"] == ["Benign recall rests on two patients."]

@@ -1,0 +1,64 @@
+"""Every URL pattern in the project needs a login, unless it is on the short public list."""
+
+import re
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+PUBLIC = {
+    "accounts/login/",  # where everyone starts
+    "accounts/logout/",  # harmless when logged out
+    "admin/login/",  # Django admin's own login and logout
+    "admin/logout/",
+    "healthz",  # load balancers; states only, no patient data
+    "api/v1/auth/token/",  # exchanges credentials for a token
+    "api/schema/",  # the contract, no data
+    "api/docs/",
+}
+
+
+def all_patterns(resolver: URLResolver, prefix: str = ""):
+    for entry in resolver.url_patterns:
+        if isinstance(entry, URLResolver):
+            yield from all_patterns(entry, prefix + str(entry.pattern))
+        elif isinstance(entry, URLPattern):
+            yield prefix + str(entry.pattern)
+
+
+def concrete(pattern: str) -> str:
+    """A real path for a pattern: ids become 1, regex anchors go."""
+    path = re.sub(r"<(?:\w+:)?\w+>", "1", pattern)
+    path = re.sub(r"\(\?P<format>[^)]*\)", "json", path)
+    path = re.sub(r"\(\?P<\w+>[^)]*\)", "1", path)
+    path = path.replace("^", "").replace("$", "").replace("\\.", ".").replace("/?", "/")
+    return "/" + path
+
+
+PATTERNS = sorted(set(all_patterns(get_resolver())))
+
+
+def test_the_enumeration_sees_the_whole_project():
+    assert {"patients/<id:pk>/", "api/v1/auth/token/", "healthz", "admin/"} <= set(PATTERNS)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_every_url_needs_login_unless_public(client, pattern):
+    path = concrete(pattern)
+    if pattern in PUBLIC:
+        return
+    response = client.get(path)
+    if path.startswith("/api/v1/"):
+        assert response.status_code in (401, 404, 405), (pattern, response.status_code)
+        assert set(response.json()) == {"detail", "errors"}
+        return
+    if path.startswith("/admin/"):
+        assert response.status_code in (302, 404), pattern
+        if response.status_code == 302:
+            assert "/login/" in response["Location"]
+        return
+    if path.startswith("/static/"):
+        return
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), (
+        pattern, response.status_code
+    )
