@@ -209,7 +209,7 @@ class Prediction(Probabilities):
         limit = (
             settings.PREDICTION_REQUEUE_AFTER
             if self.status == self.Status.QUEUED
-            else timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+            else timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + settings.PREDICTION_LOST_GRACE
         )
         return since is not None and timezone.now() - since > limit
 

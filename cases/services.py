@@ -433,24 +433,26 @@ def _prediction_store(
 
 
 def predictions_sweep() -> int:
-    """Re-send predictions the broker lost (queued too long) or whose worker died (running too long)."""
+    """Re-send predictions the broker lost (queued too long) or whose worker died (running past
+    the hard time limit, after which no healthy run can still be going)."""
     now = timezone.now()
-    resent = 0
-    lost_workers = Prediction.objects.filter(
-        status=Prediction.Status.RUNNING,
-        started_at__lt=now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 30),
-    )
-    for prediction_id in lost_workers.values_list("pk", flat=True):
-        prediction_release(prediction_id=prediction_id)
+    lost_after = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + settings.PREDICTION_LOST_GRACE
+    lost = Prediction.objects.filter(status=Prediction.Status.RUNNING, started_at__lt=now - lost_after)
     forgotten = Prediction.objects.filter(
         status=Prediction.Status.QUEUED, queued_at__lt=now - settings.PREDICTION_REQUEUE_AFTER
     )
-    for prediction_id in forgotten.values_list("pk", flat=True):
-        # Touch queued_at first so that the next sweep does not send it again straight away.
-        if Prediction.objects.filter(pk=prediction_id, status=Prediction.Status.QUEUED).update(queued_at=now):
-            try:
-                prediction_enqueue(prediction_id=prediction_id)
-                resent += 1
-            except Exception:  # broker still down: the next sweep tries again
-                logger.warning("could not re-send prediction %s", prediction_id, exc_info=True)
+    resent = 0
+    for prediction_id in [*lost.values_list("pk", flat=True), *forgotten.values_list("pk", flat=True)]:
+        # Mark it queued "now" first, so that the next sweep does not send it again straight away.
+        touched = Prediction.objects.filter(
+            Q(status=Prediction.Status.QUEUED) | Q(status=Prediction.Status.RUNNING, started_at__lt=now - lost_after),
+            pk=prediction_id,
+        ).update(status=Prediction.Status.QUEUED, queued_at=now)
+        if not touched:
+            continue
+        try:
+            prediction_enqueue(prediction_id=prediction_id)
+            resent += 1
+        except Exception:  # broker still down: the next sweep tries again
+            logger.warning("could not re-send prediction %s", prediction_id, exc_info=True)
     return resent

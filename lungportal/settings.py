@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "knox",
+    "csp",
+    "axes",
     "inference",
     "cases",
     "health",
@@ -91,6 +93,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "lungportal.urls"
@@ -133,6 +138,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses logins while a username/IP pair is locked out
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "lungportal.lockout.lockout_response"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "cases:dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -211,6 +226,8 @@ CELERY_BEAT_SCHEDULE = {
 PREDICTION_MAX_ATTEMPTS = envint("PREDICTION_MAX_ATTEMPTS", 3, minimum=1)
 # A prediction still queued after this long is assumed lost by the broker and re-sent.
 PREDICTION_REQUEUE_AFTER = timedelta(seconds=envint("PREDICTION_REQUEUE_AFTER_SECONDS", 120, minimum=1))
+# Past the hard time limit plus this grace, a `running` prediction's worker is taken for dead.
+PREDICTION_LOST_GRACE = timedelta(seconds=envint("PREDICTION_LOST_GRACE_SECONDS", 30))
 WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
 
 # Inference (TensorFlow)
@@ -277,6 +294,22 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Security
+from csp.constants import NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 SESSION_COOKIE_AGE = envint("SESSION_IDLE_SECONDS", 60 * 60 * 8, minimum=60)
 SESSION_SAVE_EVERY_REQUEST = True  # the age above is an idle timeout
 SESSION_COOKIE_HTTPONLY = True

@@ -151,6 +151,27 @@ def stop_worker(worker: Worker) -> None:
         worker.process.wait()
 
 
+def worker_children(worker: Worker) -> list[int]:
+    """The prefork pool processes of a worker (they run the tasks)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == worker.process.pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def restart_worker(worker: Worker) -> None:
+    """Start a fresh worker process in place of one that was killed."""
+    if worker.process.poll() is None:
+        stop_worker(worker)
+    fresh = start_worker(worker.media_root, worker.log, extra_env=worker.env)
+    worker.process = fresh.process
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Worker]:  # type: ignore[no-untyped-def]
     with django_db_blocker.unblock():

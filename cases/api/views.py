@@ -49,7 +49,7 @@ class TokenObtainView(APIView):
     def post(self, request: Request) -> Response:
         form = s.TokenRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        user = authenticate(request, **form.validated_data)
+        user = authenticate(request._request, **form.validated_data)
         if user is None or not user.is_active:
             raise serializers.ValidationError({"non_field_errors": ["Unable to log in with these credentials."]})
         instance, token = AuthToken.objects.create(user)

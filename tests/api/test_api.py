@@ -141,6 +141,16 @@ def test_disabled_user_token_stops_working(request, alice):
     assert client.get(reverse("api:patient-list")).status_code == 401
 
 
+def test_token_login_is_locked_out_after_repeated_failures(alice, settings):
+    client = APIClient()
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(reverse("api:token"), {"username": "alice", "password": "nope"}, format="json")
+    response = client.post(reverse("api:token"), {"username": "alice", "password": PASSWORD}, format="json")
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert "Too many failed logins" in response.json()["detail"]
+    assert response.json()["errors"] == {}
+
+
 def test_login_is_throttled_with_retry_after(alice, settings):
     client = APIClient()
     responses = [client.post(reverse("api:token"), {"username": "alice", "password": "nope"}, format="json")

@@ -106,7 +106,26 @@ def test_login_logout_and_password_change(client, alice):
     assert response.status_code == 302
     client.post(reverse("logout"))
     assert client.get(reverse("cases:dashboard")).status_code == 302
-    assert client.login(username="alice", password="Pulmonary-Nodule-42")
+    response = client.post(reverse("login"), {"username": "alice", "password": "Pulmonary-Nodule-42"})
+    assert response.status_code == 302 and client.get(reverse("cases:dashboard")).status_code == 200
+
+
+def test_repeated_failed_logins_lock_the_account_out(client, alice, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert client.post(reverse("login"), {"username": "alice", "password": "wrong"}).status_code == 200
+    assert client.post(reverse("login"), {"username": "alice", "password": "wrong"}).status_code == 429
+    response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD})  # even the right one
+    assert response.status_code == 429
+    assert "Too many failed logins" in response.content.decode()
+    assert client.get(reverse("cases:dashboard")).status_code == 302
+
+
+def test_disabling_a_user_ends_their_session(client, alice):
+    client.force_login(alice)
+    assert client.get(reverse("cases:dashboard")).status_code == 200
+    alice.is_active = False
+    alice.save()
+    assert client.get(reverse("cases:dashboard")).status_code == 302
 
 
 def test_status_endpoint_ignores_malformed_and_huge_ids(client, alice, prediction):  # noqa: F811
