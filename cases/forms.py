@@ -54,3 +54,7 @@ class ScanUploadForm(forms.ModelForm):
             "study_date": forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"}),
             "note": forms.Textarea(attrs={"rows": 2}),
         }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["study_date"].required = False  # the service uses today when it is left empty

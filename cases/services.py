@@ -130,6 +130,14 @@ def _read_limited(upload: IO[bytes], limit: int) -> bytes:
     return data
 
 
+def _has_trailing_data(data: bytes, fmt: str) -> bool:
+    """Bytes after the image's own end marker: how polyglot files (image + HTML/ZIP) are built."""
+    if fmt == "PNG":
+        end = data.rfind(b"IEND")
+        return end == -1 or len(data) > end + 8  # chunk type + CRC
+    return not data.rstrip(b"\x00").endswith(b"\xff\xd9")  # JPEG: EOI last (NUL padding allowed)
+
+
 def slice_check(upload: IO[bytes], *, name: str | None = None) -> CheckedSlice:
     """Decide by content whether an uploaded file is a usable CT slice; raise ImageDecodeError if not."""
     data = _read_limited(upload, settings.UPLOAD_MAX_FILE_BYTES)
@@ -143,6 +151,8 @@ def slice_check(upload: IO[bytes], *, name: str | None = None) -> CheckedSlice:
         fmt = (probe.format or "").upper()
     if fmt not in ACCEPTED_FORMATS:
         raise ImageDecodeError("not a JPEG or PNG image")
+    if _has_trailing_data(data, fmt):
+        raise ImageDecodeError("the file carries extra data after the image (a polyglot?); export the slice again")
     content_type, extension = ACCEPTED_FORMATS[fmt]
     thumb = image.copy()
     thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))

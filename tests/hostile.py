@@ -1,0 +1,90 @@
+"""A corpus of hostile and broken uploads, built by the tests (nothing binary is committed).
+
+Each entry: (file name, bytes, words the refusal must contain)."""
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+
+def _png(size=(64, 64), mode="L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _encode(fmt: str, size=(32, 32), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, (200, 10, 10) if mode == "RGB" else 100).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A tiny PNG whose header promises a gigapixel image of zeros."""
+    row = b"\x00" + b"\x00" * width
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(200)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+def jpeg_with_huge_header() -> bytes:
+    """A real JPEG whose SOF0 frame header is rewritten to claim 65000×65000 pixels."""
+    data = bytearray(_encode("JPEG", mode="L"))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 65000, 65000)
+    return bytes(data)
+
+
+def corrupt_png() -> bytes:
+    data = bytearray(_png((128, 128)))
+    idat = data.find(b"IDAT")
+    for i in range(idat + 10, min(idat + 60, len(data) - 20)):
+        data[i] ^= 0x5A
+    return bytes(data)
+
+
+def big_noise_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((600, 600), 90).convert("L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def corpus(max_file_bytes: int) -> list[tuple[str, bytes, str]]:
+    png, jpeg = _png(), _encode("JPEG")
+    assert len(big_noise_png()) > max_file_bytes, "the oversized entry must exceed the limit under test"
+    return [
+        ("empty.png", b"", "empty"),
+        ("notes.png", b"Patient notes, not an image.\n", "not a jpeg or png"),
+        ("page.jpg", b"<!doctype html><script>alert(document.cookie)</script>", "not a jpeg or png"),
+        ("image.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "not a jpeg or png"),
+        ("truncated.png", _png((256, 256))[:120], "truncated or corrupt"),
+        ("truncated.jpg", _encode("JPEG", (256, 256))[:300], "truncated or corrupt"),
+        ("corrupt.png", corrupt_png(), "truncated or corrupt"),
+        ("signature-only.png", b"\x89PNG\r\n\x1a\n", "truncated or corrupt"),
+        ("soi-only.jpg", b"\xff\xd8\xff", "truncated or corrupt"),
+        ("bomb.png", png_bomb(), "pixels"),
+        ("huge-header.jpg", jpeg_with_huge_header(), "pixels"),
+        ("wide.png", _png((9000, 1)), "longest side"),
+        ("animated.gif", _encode("GIF", mode="L"), "not a jpeg or png"),
+        ("bitmap.png", _encode("BMP"), "not a jpeg or png"),
+        ("scan.tiff", _encode("TIFF"), "not a jpeg or png"),
+        ("photo.webp", _encode("WEBP"), "not a jpeg or png"),
+        ("report.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "not a jpeg or png"),
+        ("archive.png", b"PK\x03\x04" + b"\x00" * 60, "not a jpeg or png"),
+        ("program.jpg", b"MZ\x90\x00" + b"\x00" * 200, "not a jpeg or png"),
+        ("elf.png", b"\x7fELF" + b"\x00" * 100, "not a jpeg or png"),
+        ("polyglot-zip.png", png + b"PK\x03\x04" + b"\x00" * 40, "extra data after the image"),
+        ("polyglot-html.jpg", jpeg + b"<html><script>alert(1)</script></html>", "extra data after the image"),
+        ("slice.dcm", b"\x00" * 128 + b"DICM" + b"\x00" * 64, "dicom"),
+        ("nulls.jpg", b"\x00" * 4096, "not a jpeg or png"),
+        ("../../../etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n", "not a jpeg or png"),
+        ("..\\..\\windows\\win.ini", b"[fonts]\n", "not a jpeg or png"),
+        ("oversized.png", big_noise_png(), "larger than"),
+    ]
