@@ -20,7 +20,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
@@ -394,6 +394,7 @@ def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
     except DatabaseError as exc:
         for name in stored:
             default_storage.delete(name)
+        connection.close()  # the connection may be dead (server restart, failover): start afresh
         prediction_release(prediction_id=prediction_id)
         raise PredictionRetry(f"database error: {exc}") from exc
     except Exception as exc:

@@ -218,7 +218,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "resend-stale-predictions": {
         "task": "cases.tasks.predictions_sweep",
-        "schedule": timedelta(seconds=envint("PREDICTION_SWEEP_SECONDS", 60, minimum=5)),
+        "schedule": timedelta(seconds=envint("PREDICTION_SWEEP_SECONDS", 60, minimum=1)),
     },
 }
 

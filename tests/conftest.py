@@ -119,7 +119,10 @@ def _purge_queues() -> None:
                 pass
 
 
-def start_worker(media_root: Path, log: Path, *, name: str = "", extra_env: dict[str, str] | None = None) -> Worker:
+def start_worker(
+    media_root: Path, log: Path, *, name: str = "", extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Worker:
     """Start `celery worker` as its own process on the test database and the configured broker."""
     from django.db import connection
 
@@ -135,7 +138,7 @@ def start_worker(media_root: Path, log: Path, *, name: str = "", extra_env: dict
     hostname = name or f"test-{uuid.uuid4().hex[:8]}@%h"
     command = [
         sys.executable, "-m", "celery", "-A", "lungportal", "worker", "-Q", "inference,default",
-        "-c", "1", "--without-mingle", "--without-gossip", "-n", hostname, "--loglevel=INFO",
+        "-c", "1", "--without-mingle", "--without-gossip", "-n", hostname, "--loglevel=INFO", *extra_args,
     ]
     handle = log.open("ab")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
