@@ -1,5 +1,6 @@
 """Queue faults with real worker processes: nothing lost, nothing stored twice."""
 
+import contextlib
 import io
 import json
 import os
@@ -169,16 +170,15 @@ def private_redis(tmp_path):
     redis.stop()
 
 
-@pytest.fixture
-def stack_on_private_redis(celery_worker_process, private_redis, tmp_path):
-    """A web server and a worker (with the periodic sweep) on the private Redis and the test database."""
-    env = {**celery_worker_process.env, "REDIS_URL": private_redis.url, "PREDICTION_SWEEP_SECONDS": "2",
-           "PREDICTION_REQUEUE_AFTER_SECONDS": "3"}
+@contextlib.contextmanager
+def web_and_worker(celery_worker_process, tmp_path, env, *, web_processes: int = 2):
+    """gunicorn and one more worker (with the periodic sweep) on the test database."""
     worker = start_worker(celery_worker_process.media_root, tmp_path / "worker.log", extra_env=env,
                           extra_args=("-B", "--schedule", str(tmp_path / "beat-schedule")))
     port = free_port()
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "lungportal.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"],
+        [sys.executable, "-m", "gunicorn", "lungportal.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(web_processes),
+         "--timeout", "120"],
         cwd=Path(__file__).resolve().parents[2], env=env, stdout=(tmp_path / "web.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -190,10 +190,20 @@ def stack_on_private_redis(celery_worker_process, private_redis, tmp_path):
         web.kill()
         stop_worker(worker)
         raise AssertionError((tmp_path / "web.log").read_text()[-3000:]) from None
-    yield url, worker
-    web.terminate()
-    stop_worker(worker)
-    web.wait(timeout=30)
+    try:
+        yield url, worker
+    finally:
+        web.terminate()
+        stop_worker(worker)
+        web.wait(timeout=30)
+
+
+@pytest.fixture
+def stack_on_private_redis(celery_worker_process, private_redis, tmp_path):
+    env = {**celery_worker_process.env, "REDIS_URL": private_redis.url, "PREDICTION_SWEEP_SECONDS": "2",
+           "PREDICTION_REQUEUE_AFTER_SECONDS": "3"}
+    with web_and_worker(celery_worker_process, tmp_path, env) as stack:
+        yield stack
 
 
 def _reachable(url: str) -> bool:
