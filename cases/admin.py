@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .models import CareTeam, Patient, Prediction, Scan, Slice, SliceResult
+from .models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
 
 
 def _link(obj, label=None):  # type: ignore[no-untyped-def]
@@ -128,3 +128,20 @@ class PredictionAdmin(admin.ModelAdmin):
     @admin.display(description="Patient")
     def patient_link(self, obj: Prediction) -> str:
         return _link(obj.scan.patient)
+
+
+@admin.register(Review)
+class ReviewAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "prediction_link", "reviewer", "verdict", "label", "created_at"]
+    list_filter = ["verdict", "label"]
+    search_fields = ["prediction__scan__patient__mrn", "reviewer__username", "comment"]
+    readonly_fields = ["prediction_link", "reviewer", "verdict", "label", "comment", "created_at"]
+    exclude = ["prediction"]
+    list_select_related = ["prediction", "reviewer"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Prediction")
+    def prediction_link(self, obj: Review) -> str:
+        return _link(obj.prediction)

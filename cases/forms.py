@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.models import AbstractBaseUser
 
-from .models import Patient, Scan
+from .models import Patient, Review, Scan
 from .selectors import teams_for
 
 
@@ -58,3 +58,15 @@ class ScanUploadForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["study_date"].required = False  # the service uses today when it is left empty
+
+
+class ReviewForm(forms.ModelForm):
+    class Meta:
+        model = Review
+        fields = ["verdict", "label", "comment"]
+        widgets = {"verdict": forms.RadioSelect, "comment": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["label"].required = False
+        self.fields["label"].help_text = "Only when you disagree: the label you read."

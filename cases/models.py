@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 CLASS_NAMES = ("normal", "benign", "malignant")
+LABEL_CHOICES = [(name, name.capitalize()) for name in CLASS_NAMES]
 
 
 class CareTeam(models.Model):
@@ -119,7 +120,7 @@ class Slice(models.Model):
 class Probabilities(models.Model):
     """Per-class probabilities shared by a prediction and its per-slice results."""
 
-    label = models.CharField(max_length=16, blank=True, choices=[(c, c.capitalize()) for c in CLASS_NAMES])
+    label = models.CharField(max_length=16, blank=True, choices=LABEL_CHOICES)
     p_normal = models.FloatField(null=True, blank=True)
     p_benign = models.FloatField(null=True, blank=True)
     p_malignant = models.FloatField(null=True, blank=True)
@@ -227,3 +228,37 @@ class SliceResult(Probabilities):
 
     def __str__(self) -> str:
         return f"{self.label} for slice {self.slice_id}"
+
+
+class Review(models.Model):
+    """A clinician's reading of a finished prediction: the record of agreement or correction."""
+
+    class Verdict(models.TextChoices):
+        AGREE = "agree", "Agree"
+        DISAGREE = "disagree", "Disagree"
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    label = models.CharField(
+        max_length=16, choices=LABEL_CHOICES,
+        help_text="The reviewer's label: the model's when agreeing, the correction when not.",
+    )
+    comment = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prediction", "reviewer"],
+                name="review_once_per_reviewer",
+                violation_error_message="You have already reviewed this prediction.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_verdict_display()} ({self.label}) on prediction {self.prediction_id}"
+
+    def get_absolute_url(self) -> str:
+        return self.prediction.get_absolute_url() + f"#review-{self.pk}"

@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
-from .models import CareTeam, Patient, Prediction, Scan, Slice, SliceResult
+from .models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -58,9 +58,13 @@ def predictions_for(user: User) -> QuerySet[Prediction]:
     )
 
 
+def _reviews() -> Prefetch:
+    return Prefetch("reviews", queryset=Review.objects.select_related("reviewer"))
+
+
 def _predictions_with_results() -> QuerySet[Prediction]:
     return Prediction.objects.select_related("model_version").prefetch_related(
-        Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice"))
+        Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice")), _reviews()
     )
 
 
@@ -72,7 +76,7 @@ def scans_detailed(user: User) -> QuerySet[Scan]:
 
 def predictions_detailed(user: User) -> QuerySet[Prediction]:
     return predictions_for(user).prefetch_related(
-        Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice"))
+        Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice")), _reviews()
     )
 
 
@@ -101,29 +105,32 @@ def predictions_status(user: User, ids: list[int]) -> QuerySet[Prediction]:
 @dataclass(frozen=True)
 class HistoryEntry:
     at: datetime
-    kind: str  # "scan" or "prediction"
+    kind: str  # "scan", "prediction" or "review"
     scan: Scan
     prediction: Prediction | None = None
+    review: Review | None = None
 
 
 def patient_history(user: User, patient: Patient) -> list[HistoryEntry]:
-    """Scans and predictions of one patient, newest first."""
+    """Scans, predictions and reviews of one patient, newest first."""
+    predictions = Prediction.objects.select_related("model_version").prefetch_related(_reviews())
     scans = (
         scans_for(user)
         .filter(patient=patient)
-        .prefetch_related(
-            "slices", Prefetch("predictions", queryset=Prediction.objects.select_related("model_version"))
-        )
+        .prefetch_related("slices", Prefetch("predictions", queryset=predictions))
     )
     entries: list[HistoryEntry] = []
     for scan in scans:
         entries.append(HistoryEntry(at=scan.created_at, kind="scan", scan=scan))
-        entries.extend(
-            HistoryEntry(at=p.created_at, kind="prediction", scan=scan, prediction=p)
-            for p in scan.predictions.all()
-        )
-    # A scan and its first prediction share a moment: keep the scan first when reading downwards.
-    entries.sort(key=lambda e: (e.at, e.kind == "scan"), reverse=True)
+        for prediction in scan.predictions.all():
+            entries.append(HistoryEntry(at=prediction.created_at, kind="prediction", scan=scan, prediction=prediction))
+            entries.extend(
+                HistoryEntry(at=r.created_at, kind="review", scan=scan, prediction=prediction, review=r)
+                for r in prediction.reviews.all()
+            )
+    # Things made in the same moment read scan, prediction, review from the bottom up.
+    order = {"scan": 0, "prediction": 1, "review": 2}
+    entries.sort(key=lambda e: (e.at, order[e.kind]), reverse=True)
     return entries
 
 

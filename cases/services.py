@@ -29,7 +29,7 @@ from inference.models import ModelVersion
 from inference.preprocessing import CLASS_NAMES, ImageDecodeError, decode_image, preprocess
 from inference.services import model_version_active
 
-from .models import CareTeam, Patient, Prediction, Scan, Slice, SliceResult
+from .models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,33 @@ def scan_upload(
             default_storage.delete(name)
         raise
     return scan
+
+
+# --- reviews ------------------------------------------------------------------------------------
+
+
+def review_submit(
+    *, prediction: Prediction, reviewer: AbstractBaseUser, verdict: str, label: str = "", comment: str = ""
+) -> Review:
+    """Record a clinician's agreement with, or correction of, a finished prediction."""
+    if prediction.status != Prediction.Status.SUCCEEDED:
+        raise ValidationError("Only a succeeded prediction can be reviewed.")
+    if verdict == Review.Verdict.AGREE:
+        if label and label != prediction.label:
+            raise ValidationError({"label": [f"Agreeing means the label is {prediction.label}; choose disagree."]})
+        label = prediction.label
+    elif verdict == Review.Verdict.DISAGREE:
+        if not label:
+            raise ValidationError({"label": ["Give the label you read when you disagree."]})
+        if label == prediction.label:
+            raise ValidationError({"label": ["That is the model's label: choose agree instead."]})
+    review = Review(prediction=prediction, reviewer=reviewer, verdict=verdict, label=label, comment=comment.strip())
+    review.full_clean()
+    try:
+        review.save()
+    except IntegrityError:  # a double submit racing the check above
+        raise ValidationError("You have already reviewed this prediction.") from None
+    return review
 
 
 # --- predictions --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ urlpatterns = [
     path("predictions/status/", views.prediction_status, name="prediction_status"),
     path("predictions/<id:pk>/", views.prediction_detail, name="prediction_detail"),
     path("predictions/<id:pk>/rerun/", views.prediction_rerun, name="prediction_rerun"),
+    path("predictions/<id:pk>/reviews/", views.review_submit, name="review_submit"),
     path("files/slices/<id:pk>/", views.slice_image, name="slice_image"),
     path("files/slices/<id:pk>/thumbnail/", views.slice_thumbnail, name="slice_thumbnail"),
     path("files/heatmaps/<id:pk>/", views.slice_result_heatmap, name="slice_result_heatmap"),

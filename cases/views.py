@@ -17,7 +17,7 @@ from inference.services import model_version_active
 
 from . import selectors, services
 from .files import private_file_response, slice_file_name
-from .forms import PatientForm, ScanUploadForm
+from .forms import PatientForm, ReviewForm, ScanUploadForm
 from .models import CLASS_NAMES, Prediction
 from .urls_converters import ID_REGEX
 
@@ -173,8 +173,27 @@ def prediction_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "scan": prediction.scan,
             "patient": prediction.scan.patient,
             "aggregation_rule": Prediction.AGGREGATION_RULE,
+            "review_form": ReviewForm(),
+            "reviewed": any(r.reviewer_id == request.user.pk for r in prediction.reviews.all()),
         },
     )
+
+
+@login_required
+@require_POST
+def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    prediction = selectors.prediction_get(request.user, pk)
+    form = ReviewForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
+        return redirect(prediction)
+    try:
+        services.review_submit(prediction=prediction, reviewer=request.user, **form.cleaned_data)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "Your review is recorded.")
+    return redirect(prediction)
 
 
 @login_required

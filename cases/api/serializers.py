@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from inference.models import ModelVersion
 
-from ..models import CLASS_NAMES, CareTeam, Patient, Prediction, Scan, Slice, SliceResult
+from ..models import CLASS_NAMES, LABEL_CHOICES, CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
 from ..selectors import teams_for
 
 
@@ -76,12 +76,27 @@ class SliceResultSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
         return _absolute(self.context, "heatmap", obj.pk) if obj.heatmap else None
 
 
+class ReviewSerializer(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.get_username", read_only=True)
+    label = serializers.ChoiceField(
+        choices=LABEL_CHOICES, required=False, allow_blank=True,
+        help_text="Required when disagreeing: the label you read. Agreeing takes the model's label.",
+    )
+
+    class Meta:
+        model = Review
+        fields = ["id", "prediction", "reviewer", "verdict", "label", "comment", "created_at"]
+        read_only_fields = ["prediction"]
+        validators: list[Any] = []  # one review per reviewer is checked by the service
+
+
 class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
     url = serializers.SerializerMethodField(help_text="Poll this URL until status is succeeded or failed.")
     model_version = serializers.CharField(source="model_version.name", read_only=True)
     wait_seconds = serializers.FloatField(read_only=True, allow_null=True)
     run_seconds = serializers.FloatField(read_only=True, allow_null=True)
     slice_results = SliceResultSerializer(many=True, read_only=True)
+    reviews = ReviewSerializer(many=True, read_only=True)
     aggregation = serializers.SerializerMethodField()
 
     class Meta:
@@ -89,7 +104,7 @@ class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
         fields = [
             "id", "url", "scan", "status", "label", "probabilities", "aggregation", "model_version", "error",
             "attempts", "created_at", "queued_at", "started_at", "finished_at", "wait_seconds", "run_seconds",
-            "inference_seconds", "slice_results",
+            "inference_seconds", "slice_results", "reviews",
         ]
 
     def get_url(self, obj: Prediction) -> str:
@@ -188,9 +203,10 @@ class PatientSerializer(serializers.ModelSerializer):
 
 class HistoryEntrySerializer(serializers.Serializer):
     at = serializers.DateTimeField()
-    kind = serializers.ChoiceField(choices=["scan", "prediction"])
+    kind = serializers.ChoiceField(choices=["scan", "prediction", "review"])
     scan = serializers.SerializerMethodField()
     prediction = serializers.SerializerMethodField()
+    review = serializers.SerializerMethodField()
 
     @extend_schema_field({"type": "object", "properties": {"id": {"type": "integer"}, "url": {"type": "string"},
                                                            "study_date": {"type": "string", "format": "date"},
@@ -205,3 +221,7 @@ class HistoryEntrySerializer(serializers.Serializer):
         if entry.prediction is None:
             return None
         return PredictionSummarySerializer(entry.prediction, context=self.context).data
+
+    @extend_schema_field(ReviewSerializer(allow_null=True))
+    def get_review(self, entry: Any) -> dict[str, Any] | None:
+        return None if entry.review is None else ReviewSerializer(entry.review, context=self.context).data

@@ -148,6 +148,18 @@ class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
                         status=status.HTTP_202_ACCEPTED)
 
 
+    @extend_schema(request=s.ReviewSerializer, responses={201: s.ReviewSerializer})
+    @action(detail=True, methods=["post"])
+    def reviews(self, request: Request, pk: str) -> Response:
+        """Record your agreement with, or correction of, a succeeded prediction."""
+        prediction = self.get_object()
+        form = s.ReviewSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        review = services.review_submit(prediction=prediction, reviewer=request.user, **form.validated_data)
+        return Response(s.ReviewSerializer(review, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
+
+
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
     """Model versions with their held-out metrics; `is_active` marks the one new scans get."""
 

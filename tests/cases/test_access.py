@@ -140,3 +140,21 @@ def test_status_endpoint_ignores_malformed_and_huge_ids(client, alice, predictio
 def test_huge_ids_are_404_not_a_database_error(client, alice, path):
     client.force_login(alice)
     assert client.get(path).status_code == 404
+
+
+def test_an_expired_session_must_log_in_again(client, alice):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    client.force_login(alice)
+    assert client.get(reverse("cases:dashboard")).status_code == 200
+    Session.objects.update(expire_date=timezone.now() - timedelta(seconds=1))  # idle past SESSION_COOKIE_AGE
+    response = client.get(reverse("cases:dashboard"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_sessions_are_idle_timeouts(settings):
+    assert settings.SESSION_SAVE_EVERY_REQUEST is True  # each request pushes the expiry forward
+    assert settings.SESSION_COOKIE_AGE <= 8 * 60 * 60
