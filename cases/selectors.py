@@ -135,4 +135,4 @@ def patient_history(user: User, patient: Patient) -> list[HistoryEntry]:
 
 
 def dashboard_predictions(user: User) -> QuerySet[Prediction]:
-    return predictions_for(user).order_by("-created_at", "-id")
+    return predictions_for(user).prefetch_related("scan__slices").order_by("-created_at", "-id")

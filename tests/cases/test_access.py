@@ -158,3 +158,23 @@ def test_an_expired_session_must_log_in_again(client, alice):
 def test_sessions_are_idle_timeouts(settings):
     assert settings.SESSION_SAVE_EVERY_REQUEST is True  # each request pushes the expiry forward
     assert settings.SESSION_COOKIE_AGE <= 8 * 60 * 60
+
+
+def test_dashboard_query_count_does_not_grow_with_rows(client, alice, patient, django_assert_max_num_queries,
+                                                       django_capture_on_commit_callbacks):
+    from cases import services
+    from tests.conftest import image_bytes, upload
+
+    def add_scans(n):
+        with django_capture_on_commit_callbacks(execute=False):
+            for _ in range(n):
+                services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
+
+    client.force_login(alice)
+    add_scans(2)
+    with django_assert_max_num_queries(14) as few:
+        body = client.get(reverse("cases:dashboard")).content.decode()
+    assert body.count('class="row-thumb"') == 4  # two in "in progress", two in the latest results
+    add_scans(10)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        client.get(reverse("cases:dashboard"))
