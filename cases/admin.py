@@ -145,3 +145,38 @@ class ReviewAdmin(admin.ModelAdmin):
     @admin.display(description="Prediction")
     def prediction_link(self, obj: Review) -> str:
         return _link(obj.prediction)
+
+
+@admin.register(Slice)
+class SliceAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "scan_link", "original_name", "content_type", "width", "height", "size_bytes"]
+    list_filter = ["content_type"]
+    search_fields = ["original_name", "sha256", "scan__patient__mrn"]
+    readonly_fields = ["scan_link", "position", "image", "thumbnail", "original_name", "content_type", "sha256",
+                       "width", "height", "size_bytes"]
+    exclude = ["scan"]
+    list_select_related = ["scan"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Scan")
+    def scan_link(self, obj: Slice) -> str:
+        return _link(obj.scan)
+
+
+@admin.register(SliceResult)
+class SliceResultAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "prediction_link", "label", "p_normal", "p_benign", "p_malignant"]
+    list_filter = ["label"]
+    search_fields = ["prediction__scan__patient__mrn"]
+    readonly_fields = ["prediction_link", "slice", "label", "p_normal", "p_benign", "p_malignant", "heatmap"]
+    exclude = ["prediction"]
+    list_select_related = ["prediction", "slice"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Prediction")
+    def prediction_link(self, obj: SliceResult) -> str:
+        return _link(obj.prediction)
