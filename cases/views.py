@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -26,6 +28,17 @@ PAGE_SIZE = 25
 
 def _page(request: HttpRequest, items):  # type: ignore[no-untyped-def]
     return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+def _act(request: HttpRequest, target: Any, action: Callable[[], object], success: str) -> HttpResponse:
+    """Run the service behind a button; a refusal becomes a message on the page, never an error."""
+    try:
+        action()
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, success)
+    return redirect(target)
 
 
 @login_required
@@ -152,13 +165,8 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def scan_predict(request: HttpRequest, pk: int) -> HttpResponse:
     scan = selectors.scan_get(request.user, pk)
-    try:
-        prediction = services.prediction_request(scan=scan, requested_by=request.user)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect(scan)
-    messages.success(request, f"Queued a prediction with model {prediction.model_version}.")
-    return redirect(scan)
+    return _act(request, scan, lambda: services.prediction_request(scan=scan, requested_by=request.user),
+                "Queued a prediction with the active model version.")
 
 
 @login_required
@@ -187,26 +195,19 @@ def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
         return redirect(prediction)
-    try:
-        services.review_submit(prediction=prediction, reviewer=request.user, **form.cleaned_data)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(request, "Your review is recorded.")
-    return redirect(prediction)
+    return _act(
+        request, prediction,
+        lambda: services.review_submit(prediction=prediction, reviewer=request.user, **form.cleaned_data),
+        "Your review is recorded.",
+    )
 
 
 @login_required
 @require_POST
 def prediction_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     prediction = selectors.prediction_get(request.user, pk)
-    try:
-        services.prediction_rerun(prediction=prediction, requested_by=request.user)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(request, "The prediction is queued again.")
-    return redirect(prediction)
+    return _act(request, prediction, lambda: services.prediction_rerun(prediction=prediction, requested_by=request.user),
+                "The prediction is queued again.")
 
 
 @login_required
