@@ -104,16 +104,38 @@ class SliceResultInline(admin.TabularInline):
 
 @admin.register(Prediction)
 class PredictionAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "scan_link", "patient_link", "status", "label", "model_version", "attempts", "created_at"]
+    list_display = [
+        "__str__",
+        "scan_link",
+        "patient_link",
+        "status",
+        "label",
+        "model_version",
+        "attempts",
+        "created_at",
+    ]
     list_filter = ["status", "label", "model_version", "scan__patient__team"]
     search_fields = ["scan__patient__mrn", "scan__patient__name", "error"]
     list_select_related = ["scan", "scan__patient", "model_version"]
     date_hierarchy = "created_at"
     # Model outputs are a record of what the CNN said: never edited by hand.
     readonly_fields = [
-        "scan_link", "patient_link", "model_version", "status", "label", "p_normal", "p_benign",
-        "p_malignant", "error", "attempts", "requested_by", "created_at", "queued_at", "started_at",
-        "finished_at", "inference_seconds",
+        "scan_link",
+        "patient_link",
+        "model_version",
+        "status",
+        "label",
+        "p_normal",
+        "p_benign",
+        "p_malignant",
+        "error",
+        "attempts",
+        "requested_by",
+        "created_at",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "inference_seconds",
     ]
     exclude = ["scan"]
     inlines = [SliceResultInline]
@@ -152,8 +174,18 @@ class SliceAdmin(admin.ModelAdmin):
     list_display = ["__str__", "scan_link", "original_name", "content_type", "width", "height", "size_bytes"]
     list_filter = ["content_type"]
     search_fields = ["original_name", "sha256", "scan__patient__mrn"]
-    readonly_fields = ["scan_link", "position", "image", "thumbnail", "original_name", "content_type", "sha256",
-                       "width", "height", "size_bytes"]
+    readonly_fields = [
+        "scan_link",
+        "position",
+        "image",
+        "thumbnail",
+        "original_name",
+        "content_type",
+        "sha256",
+        "width",
+        "height",
+        "size_bytes",
+    ]
     exclude = ["scan"]
     list_select_related = ["scan"]
 

@@ -241,7 +241,8 @@ class Review(models.Model):
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     label = models.CharField(
-        max_length=16, choices=LABEL_CHOICES,
+        max_length=16,
+        choices=LABEL_CHOICES,
         help_text="The reviewer's label: the model's when agreeing, the correction when not.",
     )
     comment = models.TextField(blank=True, max_length=2000)

@@ -123,7 +123,9 @@ def patient_history(user: User, patient: Patient) -> list[HistoryEntry]:
     for scan in scans:
         entries.append(HistoryEntry(at=scan.created_at, kind="scan", scan=scan))
         for prediction in scan.predictions.all():
-            entries.append(HistoryEntry(at=prediction.created_at, kind="prediction", scan=scan, prediction=prediction))
+            entries.append(
+                HistoryEntry(at=prediction.created_at, kind="prediction", scan=scan, prediction=prediction)
+            )
             entries.extend(
                 HistoryEntry(at=r.created_at, kind="review", scan=scan, prediction=prediction, review=r)
                 for r in prediction.reviews.all()

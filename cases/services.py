@@ -152,7 +152,9 @@ def slice_check(upload: IO[bytes], *, name: str | None = None) -> CheckedSlice:
     if fmt not in ACCEPTED_FORMATS:
         raise ImageDecodeError("not a JPEG or PNG image")
     if _has_trailing_data(data, fmt):
-        raise ImageDecodeError("the file carries extra data after the image (a polyglot?); export the slice again")
+        raise ImageDecodeError(
+            "the file carries extra data after the image (a polyglot?); export the slice again"
+        )
     content_type, extension = ACCEPTED_FORMATS[fmt]
     thumb = image.copy()
     thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
@@ -224,7 +226,9 @@ def scan_upload(
                     _generated_name("slices", item.extension), ContentFile(item.upload.read())
                 )
                 stored.append(image_name)
-                thumb_name = default_storage.save(_generated_name("thumbs", "png"), ContentFile(item.thumbnail_png))
+                thumb_name = default_storage.save(
+                    _generated_name("thumbs", "png"), ContentFile(item.thumbnail_png)
+                )
                 stored.append(thumb_name)
                 slices.append(
                     Slice(
@@ -261,14 +265,18 @@ def review_submit(
         raise ValidationError("Only a succeeded prediction can be reviewed.")
     if verdict == Review.Verdict.AGREE:
         if label and label != prediction.label:
-            raise ValidationError({"label": [f"Agreeing means the label is {prediction.label}; choose disagree."]})
+            raise ValidationError(
+                {"label": [f"Agreeing means the label is {prediction.label}; choose disagree."]}
+            )
         label = prediction.label
     elif verdict == Review.Verdict.DISAGREE:
         if not label:
             raise ValidationError({"label": ["Give the label you read when you disagree."]})
         if label == prediction.label:
             raise ValidationError({"label": ["That is the model's label: choose agree instead."]})
-    review = Review(prediction=prediction, reviewer=reviewer, verdict=verdict, label=label, comment=comment.strip())
+    review = Review(
+        prediction=prediction, reviewer=reviewer, verdict=verdict, label=label, comment=comment.strip()
+    )
     review.full_clean()
     try:
         review.save()
@@ -300,10 +308,14 @@ def prediction_request(
     if existing is not None:
         if existing.status == Prediction.Status.FAILED or existing.is_stale:
             return prediction_rerun(prediction=existing, requested_by=requested_by)
-        raise PredictionConflict(f"This scan already has a {existing.status} prediction from model {version}.")
+        raise PredictionConflict(
+            f"This scan already has a {existing.status} prediction from model {version}."
+        )
     try:
         with transaction.atomic():
-            prediction = Prediction.objects.create(scan=scan, model_version=version, requested_by=requested_by)
+            prediction = Prediction.objects.create(
+                scan=scan, model_version=version, requested_by=requested_by
+            )
             _enqueue_on_commit(prediction.pk)
     except IntegrityError:
         raise PredictionConflict(f"This scan already has a prediction from model {version}.") from None
@@ -343,7 +355,10 @@ def _prediction_claim(prediction_id: int, task_id: str) -> Prediction | None:
     if task_id:
         claimable |= Q(status=Prediction.Status.RUNNING, task_id=task_id)
     claimed = Prediction.objects.filter(claimable, pk=prediction_id).update(
-        status=Prediction.Status.RUNNING, task_id=task_id, started_at=timezone.now(), attempts=F("attempts") + 1
+        status=Prediction.Status.RUNNING,
+        task_id=task_id,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
     )
     if not claimed:
         return None
@@ -379,7 +394,9 @@ def _load_inputs(slices: Sequence[Slice]) -> list[Any]:
                 data = handle.read()
             inputs.append(preprocess(decode_image(data)))
         except (OSError, ImageDecodeError) as exc:
-            raise PermanentFailure(f"Slice {item.position + 1} ({item.original_name}) could not be read: {exc}")
+            raise PermanentFailure(
+                f"Slice {item.position + 1} ({item.original_name}) could not be read: {exc}"
+            ) from exc
     return inputs
 
 
@@ -399,7 +416,9 @@ def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
         try:
             predictor = get_predictor(prediction.model_version.weights_path)
         except (OSError, ValueError) as exc:
-            raise PermanentFailure(f"Model version {prediction.model_version} could not be loaded: {exc}")
+            raise PermanentFailure(
+                f"Model version {prediction.model_version} could not be loaded: {exc}"
+            ) from exc
         started = time.perf_counter()
         probabilities = predictor.predict(inputs)
         inference_seconds = time.perf_counter() - started
@@ -483,7 +502,8 @@ def predictions_sweep() -> int:
     for prediction_id in [*lost.values_list("pk", flat=True), *forgotten.values_list("pk", flat=True)]:
         # Mark it queued "now" first, so that the next sweep does not send it again straight away.
         touched = Prediction.objects.filter(
-            Q(status=Prediction.Status.QUEUED) | Q(status=Prediction.Status.RUNNING, started_at__lt=now - lost_after),
+            Q(status=Prediction.Status.QUEUED)
+            | Q(status=Prediction.Status.RUNNING, started_at__lt=now - lost_after),
             pk=prediction_id,
         ).update(status=Prediction.Status.QUEUED, queued_at=now)
         if not touched:

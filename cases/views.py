@@ -48,7 +48,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "page": _page(request, predictions),
         "failed": predictions.filter(status=Prediction.Status.FAILED)[:10],
-        "in_progress": predictions.filter(status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING])[:10],
+        "in_progress": predictions.filter(status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING])[
+            :10
+        ],
         "teams": selectors.teams_for(request.user),
         "aggregation_rule": Prediction.AGGREGATION_RULE,
     }
@@ -92,7 +94,9 @@ def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
         services.patient_update(patient=patient, **form.cleaned_data)
         messages.success(request, "Patient details saved.")
         return redirect(patient)
-    return render(request, "cases/patient_form.html", {"form": form, "title": f"Edit {patient}", "patient": patient})
+    return render(
+        request, "cases/patient_form.html", {"form": form, "title": f"Edit {patient}", "patient": patient}
+    )
 
 
 @login_required
@@ -126,7 +130,9 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
-                messages.success(request, f"{scan.slices.count()} slice(s) uploaded; the prediction is queued.")
+                messages.success(
+                    request, f"{scan.slices.count()} slice(s) uploaded; the prediction is queued."
+                )
                 if wants_json:
                     return JsonResponse({"redirect": scan.get_absolute_url()}, status=201)
                 return redirect(scan)
@@ -165,8 +171,12 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def scan_predict(request: HttpRequest, pk: int) -> HttpResponse:
     scan = selectors.scan_get(request.user, pk)
-    return _act(request, scan, lambda: services.prediction_request(scan=scan, requested_by=request.user),
-                "Queued a prediction with the active model version.")
+    return _act(
+        request,
+        scan,
+        lambda: services.prediction_request(scan=scan, requested_by=request.user),
+        "Queued a prediction with the active model version.",
+    )
 
 
 @login_required
@@ -196,7 +206,8 @@ def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
         return redirect(prediction)
     return _act(
-        request, prediction,
+        request,
+        prediction,
         lambda: services.review_submit(prediction=prediction, reviewer=request.user, **form.cleaned_data),
         "Your review is recorded.",
     )
@@ -206,8 +217,12 @@ def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def prediction_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     prediction = selectors.prediction_get(request.user, pk)
-    return _act(request, prediction, lambda: services.prediction_rerun(prediction=prediction, requested_by=request.user),
-                "The prediction is queued again.")
+    return _act(
+        request,
+        prediction,
+        lambda: services.prediction_rerun(prediction=prediction, requested_by=request.user),
+        "The prediction is queued again.",
+    )
 
 
 @login_required
@@ -216,9 +231,7 @@ def prediction_status(request: HttpRequest) -> JsonResponse:
     """States of the given predictions, for the pages' live updates."""
     ids = [int(i) for i in request.GET.get("ids", "").split(",") if re.fullmatch(ID_REGEX, i.strip())][:100]
     found = selectors.predictions_status(request.user, ids)
-    return JsonResponse(
-        {"predictions": {str(p.pk): {"status": p.status, "label": p.label} for p in found}}
-    )
+    return JsonResponse({"predictions": {str(p.pk): {"status": p.status, "label": p.label} for p in found}})
 
 
 @login_required

@@ -39,8 +39,11 @@ def workers() -> Check:
         alive = list(WorkerHeartbeat.objects.filter(last_seen__gte=since).values_list("hostname", flat=True))
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"
-    return (True, ", ".join(alive)) if alive else (False, "no worker has reported in the last "
-                                                   f"{3 * settings.WORKER_HEARTBEAT_SECONDS} s")
+    return (
+        (True, ", ".join(alive))
+        if alive
+        else (False, f"no worker has reported in the last {3 * settings.WORKER_HEARTBEAT_SECONDS} s")
+    )
 
 
 def model_version() -> Check:

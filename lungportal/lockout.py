@@ -9,7 +9,9 @@ from django.shortcuts import render
 MESSAGE = "Too many failed logins for this username from here; try again later or ask an administrator."
 
 
-def lockout_response(request: HttpRequest, original_response: Any = None, credentials: Any = None) -> HttpResponse:
+def lockout_response(
+    request: HttpRequest, original_response: Any = None, credentials: Any = None
+) -> HttpResponse:
     retry_after = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
     if request.path.startswith("/api/"):
         response: HttpResponse = JsonResponse({"detail": MESSAGE, "errors": {}}, status=429)

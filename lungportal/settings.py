@@ -60,7 +60,9 @@ if not SECRET_KEY:
     SECRET_KEY = "development-only-not-secret-0c9f1d3e8b7a4f2e9d6c5b4a3f2e1d0c"
 
 DEBUG = envbool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+ALLOWED_HOSTS = envlist(
+    "DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -231,7 +233,9 @@ PREDICTION_LOST_GRACE = timedelta(seconds=envint("PREDICTION_LOST_GRACE_SECONDS"
 WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
 
 # Inference (TensorFlow)
-INFERENCE_WEIGHTS_DIR = Path(os.environ.get("INFERENCE_WEIGHTS_DIR", BASE_DIR / "inference" / "weights")).resolve()
+INFERENCE_WEIGHTS_DIR = Path(
+    os.environ.get("INFERENCE_WEIGHTS_DIR", BASE_DIR / "inference" / "weights")
+).resolve()
 INFERENCE_BATCH_SIZE = envint("INFERENCE_BATCH_SIZE", 16, minimum=1)
 TF_INTRA_OP_THREADS = envint("TF_INTRA_OP_THREADS", 2)
 TF_INTER_OP_THREADS = envint("TF_INTER_OP_THREADS", 1)

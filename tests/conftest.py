@@ -120,7 +120,11 @@ def _purge_queues() -> None:
 
 
 def start_worker(
-    media_root: Path, log: Path, *, name: str = "", extra_env: dict[str, str] | None = None,
+    media_root: Path,
+    log: Path,
+    *,
+    name: str = "",
+    extra_env: dict[str, str] | None = None,
     extra_args: tuple[str, ...] = (),
 ) -> Worker:
     """Start `celery worker` as its own process on the test database and the configured broker."""
@@ -137,8 +141,22 @@ def start_worker(
     }
     hostname = name or f"test-{uuid.uuid4().hex[:8]}@%h"
     command = [
-        sys.executable, "-m", "celery", "-A", "lungportal", "worker", "-Q", "inference,default",
-        "-c", "1", "--without-mingle", "--without-gossip", "-n", hostname, "--loglevel=INFO", *extra_args,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "lungportal",
+        "worker",
+        "-Q",
+        "inference,default",
+        "-c",
+        "1",
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        hostname,
+        "--loglevel=INFO",
+        *extra_args,
     ]
     handle = log.open("ab")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)

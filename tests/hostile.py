@@ -38,7 +38,7 @@ def jpeg_with_huge_header() -> bytes:
     """A real JPEG whose SOF0 frame header is rewritten to claim 65000×65000 pixels."""
     data = bytearray(_encode("JPEG", mode="L"))
     sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", 65000, 65000)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 65000, 65000)
     return bytes(data)
 
 
@@ -63,7 +63,11 @@ def corpus(max_file_bytes: int) -> list[tuple[str, bytes, str]]:
         ("empty.png", b"", "empty"),
         ("notes.png", b"Patient notes, not an image.\n", "not a jpeg or png"),
         ("page.jpg", b"<!doctype html><script>alert(document.cookie)</script>", "not a jpeg or png"),
-        ("image.svg", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "not a jpeg or png"),
+        (
+            "image.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+            "not a jpeg or png",
+        ),
         ("truncated.png", _png((256, 256))[:120], "truncated or corrupt"),
         ("truncated.jpg", _encode("JPEG", (256, 256))[:300], "truncated or corrupt"),
         ("corrupt.png", corrupt_png(), "truncated or corrupt"),

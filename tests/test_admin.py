@@ -17,19 +17,22 @@ def test_every_model_of_ours_is_in_admin():
     assert not missing
 
 
-@pytest.mark.parametrize("model", [m for m in apps.get_models() if m._meta.app_label in OUR_APPS],
-                         ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "model", [m for m in apps.get_models() if m._meta.app_label in OUR_APPS], ids=lambda m: m.__name__
+)
 def test_admin_pages_open(admin_client, slice_result, bob, model):  # noqa: F811
     from cases import services
 
-    services.review_submit(prediction=Prediction.objects.get(pk=slice_result.prediction_id), reviewer=bob,
-                           verdict="agree")
+    services.review_submit(
+        prediction=Prediction.objects.get(pk=slice_result.prediction_id), reviewer=bob, verdict="agree"
+    )
     info = (model._meta.app_label, model._meta.model_name)
-    changelist = admin_client.get(reverse("admin:%s_%s_changelist" % info), {"q": "a"})
+    changelist = admin_client.get(reverse("admin:{}_{}_changelist".format(*info)), {"q": "a"})
     assert changelist.status_code == 200
     first = model.objects.first()
     if first is not None:
-        assert admin_client.get(reverse("admin:%s_%s_change" % info, args=[first.pk])).status_code == 200
+        change = reverse("admin:{}_{}_change".format(*info), args=[first.pk])
+        assert admin_client.get(change).status_code == 200
 
 
 def test_prediction_outputs_are_read_only_in_admin(admin_client, slice_result):  # noqa: F811

@@ -21,7 +21,9 @@ def test_two_hundred_concurrent_uploads_all_succeed_exactly_once(worker, patient
     env = {**worker.env, "API_THROTTLE_USER": "100000/min"}
     with web_and_worker(worker, tmp_path, env, web_processes=4) as (url, second_worker):
         with ThreadPoolExecutor(max_workers=16) as pool:
-            answers = list(pool.map(lambda i: api_upload(url, token, patient.pk, images[i % 8]), range(UPLOADS)))
+            answers = list(
+                pool.map(lambda i: api_upload(url, token, patient.pk, images[i % 8]), range(UPLOADS))
+            )
         statuses = [status for status, _ in answers]
         assert statuses.count(202) == UPLOADS, sorted(set(statuses))
 

@@ -60,5 +60,6 @@ def test_every_url_needs_login_unless_public(client, pattern):
     if path.startswith("/static/"):
         return
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), (
-        pattern, response.status_code
+        pattern,
+        response.status_code,
     )

@@ -9,7 +9,17 @@ from rest_framework import serializers
 
 from inference.models import ModelVersion
 
-from ..models import CLASS_NAMES, LABEL_CHOICES, CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
+from ..models import (
+    CLASS_NAMES,
+    LABEL_CHOICES,
+    CareTeam,
+    Patient,
+    Prediction,
+    Review,
+    Scan,
+    Slice,
+    SliceResult,
+)
 from ..selectors import teams_for
 
 
@@ -54,8 +64,16 @@ class SliceSerializer(serializers.ModelSerializer):
     class Meta:
         model = Slice
         fields = [
-            "id", "position", "original_name", "content_type", "width", "height", "size_bytes", "sha256",
-            "file_url", "thumbnail_url",
+            "id",
+            "position",
+            "original_name",
+            "content_type",
+            "width",
+            "height",
+            "size_bytes",
+            "sha256",
+            "file_url",
+            "thumbnail_url",
         ]
 
     def get_file_url(self, obj: Slice) -> str:
@@ -79,7 +97,9 @@ class SliceResultSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
 class ReviewSerializer(serializers.ModelSerializer):
     reviewer = serializers.CharField(source="reviewer.get_username", read_only=True)
     label = serializers.ChoiceField(
-        choices=LABEL_CHOICES, required=False, allow_blank=True,
+        choices=LABEL_CHOICES,
+        required=False,
+        allow_blank=True,
         help_text="Required when disagreeing: the label you read. Agreeing takes the model's label.",
     )
 
@@ -102,9 +122,25 @@ class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
     class Meta:
         model = Prediction
         fields = [
-            "id", "url", "scan", "status", "label", "probabilities", "aggregation", "model_version", "error",
-            "attempts", "created_at", "queued_at", "started_at", "finished_at", "wait_seconds", "run_seconds",
-            "inference_seconds", "slice_results", "reviews",
+            "id",
+            "url",
+            "scan",
+            "status",
+            "label",
+            "probabilities",
+            "aggregation",
+            "model_version",
+            "error",
+            "attempts",
+            "created_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "wait_seconds",
+            "run_seconds",
+            "inference_seconds",
+            "slice_results",
+            "reviews",
         ]
 
     def get_url(self, obj: Prediction) -> str:
@@ -150,7 +186,9 @@ class ScanUploadSerializer(serializers.Serializer):
 
     def validate_files(self, files: list[Any]) -> list[Any]:
         if len(files) > settings.UPLOAD_MAX_FILES:
-            raise serializers.ValidationError(f"{len(files)} files were sent; at most {settings.UPLOAD_MAX_FILES}.")
+            raise serializers.ValidationError(
+                f"{len(files)} files were sent; at most {settings.UPLOAD_MAX_FILES}."
+            )
         return files
 
 
@@ -173,8 +211,17 @@ class PatientSerializer(serializers.ModelSerializer):
     class Meta:
         model = Patient
         fields = [
-            "id", "url", "mrn", "name", "birth_date", "sex", "team", "team_name", "created_at",
-            "latest_status", "latest_label",
+            "id",
+            "url",
+            "mrn",
+            "name",
+            "birth_date",
+            "sex",
+            "team",
+            "team_name",
+            "created_at",
+            "latest_status",
+            "latest_label",
         ]
         # Uniqueness of (team, MRN) is checked by the service, with the team resolved first.
         validators: list[Any] = []
@@ -194,8 +241,11 @@ class PatientSerializer(serializers.ModelSerializer):
             teams = list(self.fields["team"].queryset[:2])
             if len(teams) != 1:
                 raise serializers.ValidationError(
-                    {"team": ["Give a team: you belong to several care teams."] if teams
-                     else ["You are not in a care team; ask an administrator to add you to one."]}
+                    {
+                        "team": ["Give a team: you belong to several care teams."]
+                        if teams
+                        else ["You are not in a care team; ask an administrator to add you to one."]
+                    }
                 )
             attrs["team"] = teams[0]
         return attrs
@@ -208,13 +258,25 @@ class HistoryEntrySerializer(serializers.Serializer):
     prediction = serializers.SerializerMethodField()
     review = serializers.SerializerMethodField()
 
-    @extend_schema_field({"type": "object", "properties": {"id": {"type": "integer"}, "url": {"type": "string"},
-                                                           "study_date": {"type": "string", "format": "date"},
-                                                           "slice_count": {"type": "integer"}}})
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "url": {"type": "string"},
+                "study_date": {"type": "string", "format": "date"},
+                "slice_count": {"type": "integer"},
+            },
+        }
+    )
     def get_scan(self, entry: Any) -> dict[str, Any]:
         scan = entry.scan
-        return {"id": scan.pk, "url": _absolute(self.context, "scan-detail", scan.pk),
-                "study_date": scan.study_date.isoformat(), "slice_count": len(scan.slices.all())}
+        return {
+            "id": scan.pk,
+            "url": _absolute(self.context, "scan-detail", scan.pk),
+            "study_date": scan.study_date.isoformat(),
+            "slice_count": len(scan.slices.all()),
+        }
 
     @extend_schema_field(PredictionSummarySerializer(allow_null=True))
     def get_prediction(self, entry: Any) -> dict[str, Any] | None:

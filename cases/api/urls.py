@@ -1,8 +1,8 @@
 from django.urls import include, path, re_path
 from rest_framework.routers import DefaultRouter
 
-from . import views
 from ..urls_converters import IdConverter  # noqa: F401  (registers <id:...>)
+from . import views
 
 app_name = "api"
 

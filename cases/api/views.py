@@ -27,8 +27,8 @@ from inference.models import ModelVersion
 
 from .. import selectors, services
 from ..files import private_file_response, slice_file_name
-from ..urls_converters import ID_REGEX
 from ..models import CLASS_NAMES
+from ..urls_converters import ID_REGEX
 from . import serializers as s
 
 
@@ -42,8 +42,11 @@ class TokenObtainView(APIView):
 
     @extend_schema(
         request=s.TokenRequestSerializer,
-        responses={200: inline_serializer("TokenResponse", {"token": serializers.CharField(),
-                                                            "expiry": serializers.DateTimeField()})},
+        responses={
+            200: inline_serializer(
+                "TokenResponse", {"token": serializers.CharField(), "expiry": serializers.DateTimeField()}
+            )
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -51,7 +54,9 @@ class TokenObtainView(APIView):
         form.is_valid(raise_exception=True)
         user = authenticate(request._request, **form.validated_data)
         if user is None or not user.is_active:
-            raise serializers.ValidationError({"non_field_errors": ["Unable to log in with these credentials."]})
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Unable to log in with these credentials."]}
+            )
         instance, token = AuthToken.objects.create(user)
         return Response({"token": token, "expiry": instance.expiry})
 
@@ -64,7 +69,9 @@ class PatientFilter(django_filters.FilterSet):
         queryset=lambda request: selectors.teams_for(request.user), help_text="One of your care teams' ids."
     )
     latest_label = django_filters.ChoiceFilter(
-        field_name="latest_label", choices=[(c, c) for c in CLASS_NAMES], help_text="Label of the latest prediction."
+        field_name="latest_label",
+        choices=[(c, c) for c in CLASS_NAMES],
+        help_text="Label of the latest prediction.",
     )
 
     def search(self, queryset: Any, name: str, value: str) -> Any:
@@ -72,7 +79,10 @@ class PatientFilter(django_filters.FilterSet):
 
 
 class PatientViewSet(
-    mixins.ListModelMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
     viewsets.GenericViewSet,
 ):
     lookup_value_regex = ID_REGEX
@@ -83,10 +93,14 @@ class PatientViewSet(
         return selectors.patients_with_latest_result(self.request.user)
 
     def perform_create(self, serializer: s.PatientSerializer) -> None:
-        serializer.instance = services.patient_create(created_by=self.request.user, **serializer.validated_data)
+        serializer.instance = services.patient_create(
+            created_by=self.request.user, **serializer.validated_data
+        )
 
     def perform_update(self, serializer: s.PatientSerializer) -> None:
-        serializer.instance = services.patient_update(patient=serializer.instance, **serializer.validated_data)
+        serializer.instance = services.patient_update(
+            patient=serializer.instance, **serializer.validated_data
+        )
 
     @extend_schema(responses=s.HistoryEntrySerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
@@ -101,8 +115,13 @@ class PatientViewSet(
         responses={202: s.ScanAcceptedSerializer},
         filters=False,
     )
-    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser, FormParser], filterset_class=None,
-            pagination_class=None)
+    @action(
+        detail=True,
+        methods=["post"],
+        parser_classes=[MultiPartParser, FormParser],
+        filterset_class=None,
+        pagination_class=None,
+    )
     def scans(self, request: Request, pk: str) -> Response:
         """Upload one or many slices as a scan; its prediction is queued. Poll `prediction.url`."""
         patient = selectors.patient_get(request.user, int(pk))
@@ -111,8 +130,9 @@ class PatientViewSet(
         scan = services.scan_upload(patient=patient, uploaded_by=request.user, **upload.validated_data)
         scan = selectors.scan_get(request.user, scan.pk)
         body = {"scan": scan, "prediction": scan.predictions.all()[0]}
-        return Response(s.ScanAcceptedSerializer(body, context={"request": request}).data,
-                        status=status.HTTP_202_ACCEPTED)
+        return Response(
+            s.ScanAcceptedSerializer(body, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class ScanViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -128,8 +148,10 @@ class ScanViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         """Classify the scan with the active model version, keeping earlier results."""
         scan = self.get_object()
         prediction = services.prediction_request(scan=scan, requested_by=request.user)
-        return Response(s.PredictionSerializer(prediction, context={"request": request}).data,
-                        status=status.HTTP_202_ACCEPTED)
+        return Response(
+            s.PredictionSerializer(prediction, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -144,9 +166,10 @@ class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def rerun(self, request: Request, pk: str) -> Response:
         """Queue a failed or stale prediction again."""
         prediction = services.prediction_rerun(prediction=self.get_object(), requested_by=request.user)
-        return Response(s.PredictionSerializer(prediction, context={"request": request}).data,
-                        status=status.HTTP_202_ACCEPTED)
-
+        return Response(
+            s.PredictionSerializer(prediction, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
 
     @extend_schema(request=s.ReviewSerializer, responses={201: s.ReviewSerializer})
     @action(detail=True, methods=["post"])
@@ -156,8 +179,9 @@ class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         form = s.ReviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         review = services.review_submit(prediction=prediction, reviewer=request.user, **form.validated_data)
-        return Response(s.ReviewSerializer(review, context={"request": request}).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            s.ReviewSerializer(review, context={"request": request}).data, status=status.HTTP_201_CREATED
+        )
 
 
 class ModelVersionViewSet(viewsets.ReadOnlyModelViewSet):
@@ -191,25 +215,30 @@ class _FileView(APIView):
 
 
 class SliceFileView(_FileView):
-    @extend_schema(responses={(200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The slice")})
+    @extend_schema(
+        responses={(200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The slice")}
+    )
     def get(self, request: Request, pk: int) -> FileResponse:
         item = selectors.slice_get(request.user, pk)
         return private_file_response(item.image.name, item.content_type, slice_file_name(item))
 
 
 class SliceThumbnailView(_FileView):
-    @extend_schema(responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="Thumbnail")})
+    @extend_schema(
+        responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="Thumbnail")}
+    )
     def get(self, request: Request, pk: int) -> FileResponse:
         item = selectors.slice_get(request.user, pk)
         return private_file_response(item.thumbnail.name, "image/png", f"slice-{item.pk}-thumb.png")
 
 
 class HeatmapView(_FileView):
-    @extend_schema(responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="Grad-CAM")})
+    @extend_schema(
+        responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="Grad-CAM")}
+    )
     def get(self, request: Request, pk: int) -> FileResponse:
         result = selectors.slice_result_get(request.user, pk)
         return private_file_response(result.heatmap.name, "image/png", f"heatmap-{result.pk}.png")
-
 
 
 @extend_schema(request=None, responses={204: None})

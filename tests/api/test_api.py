@@ -24,8 +24,13 @@ PEOPLE = [("alice", True), ("bob", True), ("charlie", False), ("admin_user", Fal
 
 @pytest.fixture
 def objects(patient, scan, prediction, slice_result):  # noqa: F811
-    return {"patient": patient, "scan": scan, "prediction": prediction, "slice": scan.slices.first(),
-            "slice_result": slice_result}
+    return {
+        "patient": patient,
+        "scan": scan,
+        "prediction": prediction,
+        "slice": scan.slices.first(),
+        "slice_result": slice_result,
+    }
 
 
 READS = [
@@ -73,7 +78,8 @@ def test_scan_upload_is_scoped(request, objects, who, allowed):
     before = Scan.objects.count()
     response = api_as(request, who).post(
         reverse("api:patient-scans", args=[objects["patient"].pk]),
-        {"files": [upload("a.png", image_bytes())]}, format="multipart",
+        {"files": [upload("a.png", image_bytes())]},
+        format="multipart",
     )
     assert response.status_code == {True: 202, False: 404, None: 401}[allowed]
     assert Scan.objects.count() == before + (1 if allowed else 0)
@@ -81,8 +87,9 @@ def test_scan_upload_is_scoped(request, objects, who, allowed):
 
 @pytest.mark.parametrize("who,allowed", PEOPLE)
 def test_rerun_is_scoped(request, objects, who, allowed):
-    Prediction.objects.filter(pk=objects["prediction"].pk).update(status="failed", label="", p_normal=None,
-                                                                   p_benign=None, p_malignant=None)
+    Prediction.objects.filter(pk=objects["prediction"].pk).update(
+        status="failed", label="", p_normal=None, p_benign=None, p_malignant=None
+    )
     response = api_as(request, who).post(reverse("api:prediction-rerun", args=[objects["prediction"].pk]))
     assert response.status_code == {True: 202, False: 404, None: 401}[allowed]
     assert (Prediction.objects.get().status == "queued") is bool(allowed)
@@ -120,7 +127,9 @@ def test_token_login_use_and_logout(alice):
 
 
 def test_token_login_refuses_bad_credentials(alice):
-    response = APIClient().post(reverse("api:token"), {"username": "alice", "password": "wrong"}, format="json")
+    response = APIClient().post(
+        reverse("api:token"), {"username": "alice", "password": "wrong"}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["errors"]["non_field_errors"] == ["Unable to log in with these credentials."]
 
@@ -153,8 +162,10 @@ def test_token_login_is_locked_out_after_repeated_failures(alice, settings):
 
 def test_login_is_throttled_with_retry_after(alice, settings):
     client = APIClient()
-    responses = [client.post(reverse("api:token"), {"username": "alice", "password": "nope"}, format="json")
-                 for _ in range(12)]
+    responses = [
+        client.post(reverse("api:token"), {"username": "alice", "password": "nope"}, format="json")
+        for _ in range(12)
+    ]
     assert responses[-1].status_code == 429
     assert int(responses[-1]["Retry-After"]) > 0
     assert "throttled" in responses[-1].json()["detail"].lower()
@@ -163,7 +174,8 @@ def test_login_is_throttled_with_retry_after(alice, settings):
 def test_create_patient_defaults_to_the_only_team(request, alice, team_a):
     response = api_as(request, "alice").post(
         reverse("api:patient-list"),
-        {"mrn": "API-1", "name": "Rosalind Franklin", "birth_date": "1920-07-25", "sex": "F"}, format="json",
+        {"mrn": "API-1", "name": "Rosalind Franklin", "birth_date": "1920-07-25", "sex": "F"},
+        format="json",
     )
     assert response.status_code == 201, response.json()
     assert Patient.objects.get(mrn="API-1").team == team_a
@@ -181,7 +193,8 @@ def test_create_patient_needs_a_team_when_in_several(request, alice, team_b):
 def test_create_patient_in_a_foreign_team_is_refused(request, alice, team_b):
     response = api_as(request, "alice").post(
         reverse("api:patient-list"),
-        {"mrn": "API-3", "name": "X", "birth_date": "1990-01-01", "team": team_b.pk}, format="json",
+        {"mrn": "API-3", "name": "X", "birth_date": "1990-01-01", "team": team_b.pk},
+        format="json",
     )
     assert response.status_code == 400 and "team" in response.json()["errors"]
     assert not Patient.objects.filter(mrn="API-3").exists()
@@ -189,7 +202,9 @@ def test_create_patient_in_a_foreign_team_is_refused(request, alice, team_b):
 
 def test_duplicate_mrn_gives_a_field_error(request, patient):
     response = api_as(request, "alice").post(
-        reverse("api:patient-list"), {"mrn": patient.mrn, "name": "Y", "birth_date": "1990-01-01"}, format="json"
+        reverse("api:patient-list"),
+        {"mrn": patient.mrn, "name": "Y", "birth_date": "1990-01-01"},
+        format="json",
     )
     assert response.status_code == 400
     assert "already exists in this care team" in str(response.json()["errors"])
@@ -209,7 +224,8 @@ def test_patient_filters(request, alice, team_a):
 def test_api_upload_refuses_bad_files_and_stores_nothing(request, patient, private_media):
     response = api_as(request, "alice").post(
         reverse("api:patient-scans", args=[patient.pk]),
-        {"files": [upload("ok.png", image_bytes()), upload("bad.png", b"GIF89a not really")]}, format="multipart",
+        {"files": [upload("ok.png", image_bytes()), upload("bad.png", b"GIF89a not really")]},
+        format="multipart",
     )
     assert response.status_code == 400
     assert any("bad.png" in m for m in response.json()["errors"]["files"])
@@ -226,7 +242,9 @@ def test_api_upload_answers_202_with_a_poll_url(request, patient):
     assert response.status_code == 202
     body = response.json()
     assert body["prediction"]["status"] == "queued"
-    assert body["prediction"]["url"].endswith(reverse("api:prediction-detail", args=[body["prediction"]["id"]]))
+    assert body["prediction"]["url"].endswith(
+        reverse("api:prediction-detail", args=[body["prediction"]["id"]])
+    )
     assert len(body["scan"]["slices"]) == 2 and body["scan"]["note"] == "api"
 
 
@@ -237,7 +255,9 @@ def test_history_lists_scans_and_predictions_newest_first(request, patient, scan
 
 
 @pytest.mark.parametrize("url_name", ["api:patient-list", "api:modelversion-list"])
-def test_list_query_counts_do_not_grow_with_rows(request, alice, team_a, url_name, django_assert_max_num_queries):
+def test_list_query_counts_do_not_grow_with_rows(
+    request, alice, team_a, url_name, django_assert_max_num_queries
+):
     client = api_as(request, "alice")
     client.get(reverse(url_name))  # warm up: registers the shipped model version
     for _ in range(3):

@@ -21,9 +21,10 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 def _served_schema() -> dict:
     """The same document /api/schema/ serves (drf-spectacular, generated from the code)."""
+    import json
+
     from drf_spectacular.generators import SchemaGenerator
     from rest_framework.renderers import JSONRenderer
-    import json
 
     return json.loads(JSONRenderer().render(SchemaGenerator().get_schema(request=None, public=True)))
 
@@ -39,4 +40,6 @@ def token(alice, slice_result):  # noqa: F811  (a patient, a scan and results ex
 @schema.parametrize()
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_honours_its_schema(case, token, live_server):
-    case.call_and_validate(base_url=live_server.url, headers={"Authorization": f"Token {token}"}, checks=CHECKS)
+    case.call_and_validate(
+        base_url=live_server.url, headers={"Authorization": f"Token {token}"}, checks=CHECKS
+    )

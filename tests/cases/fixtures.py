@@ -26,11 +26,17 @@ def prediction(scan):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def slice_result(prediction):  # type: ignore[no-untyped-def]
-    """A finished prediction, as a worker would have stored it (setup only; the worker is tested elsewhere)."""
+    """A finished prediction as a worker stores it (setup only: the worker is tested elsewhere)."""
     heatmap = default_storage.save("heatmaps/test.png", ContentFile(image_bytes()))
     first = prediction.scan.slices.first()
     result = SliceResult.objects.create(
-        prediction=prediction, slice=first, label="benign", p_normal=0.2, p_benign=0.7, p_malignant=0.1, heatmap=heatmap
+        prediction=prediction,
+        slice=first,
+        label="benign",
+        p_normal=0.2,
+        p_benign=0.7,
+        p_malignant=0.1,
+        heatmap=heatmap,
     )
     Prediction.objects.filter(pk=prediction.pk).update(
         status="succeeded", label="benign", p_normal=0.2, p_benign=0.7, p_malignant=0.1

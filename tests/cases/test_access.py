@@ -21,8 +21,13 @@ PEOPLE = [("alice", 200), ("bob", 200), ("charlie", 404), ("admin_user", 404), (
 
 @pytest.fixture
 def objects(patient, scan, prediction, slice_result):  # noqa: F811
-    return {"patient": patient, "scan": scan, "prediction": prediction, "slice": scan.slices.first(),
-            "slice_result": slice_result}
+    return {
+        "patient": patient,
+        "scan": scan,
+        "prediction": prediction,
+        "slice": scan.slices.first(),
+        "slice_result": slice_result,
+    }
 
 
 def _client_for(client, request, who):
@@ -66,14 +71,18 @@ def test_patient_search_lists_only_own_team(client, charlie, patient, team_b):
 @pytest.mark.parametrize("who,expected", [("bob", 302), ("charlie", 404), ("admin_user", 404)])
 def test_rerun_and_predict_are_scoped(client, request, prediction, who, expected):  # noqa: F811
     client.force_login(request.getfixturevalue(who))
-    for url in (reverse("cases:prediction_rerun", args=[prediction.pk]),
-                reverse("cases:scan_predict", args=[prediction.scan_id])):
+    for url in (
+        reverse("cases:prediction_rerun", args=[prediction.pk]),
+        reverse("cases:scan_predict", args=[prediction.scan_id]),
+    ):
         assert client.post(url).status_code == expected
 
 
 def test_post_endpoints_redirect_anonymous_to_login(client, prediction):  # noqa: F811
-    for url in (reverse("cases:prediction_rerun", args=[prediction.pk]),
-                reverse("cases:scan_predict", args=[prediction.scan_id])):
+    for url in (
+        reverse("cases:prediction_rerun", args=[prediction.pk]),
+        reverse("cases:scan_predict", args=[prediction.scan_id]),
+    ):
         response = client.post(url)
         assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
 
@@ -98,11 +107,19 @@ def test_uploaded_files_are_served_privately_with_safe_headers(client, alice, sc
 
 def test_login_logout_and_password_change(client, alice):
     assert client.post(reverse("login"), {"username": "alice", "password": PASSWORD}).status_code == 302
-    response = client.post(reverse("password_change"), {
-        "old_password": PASSWORD, "new_password1": "short", "new_password2": "short"})
+    response = client.post(
+        reverse("password_change"),
+        {"old_password": PASSWORD, "new_password1": "short", "new_password2": "short"},
+    )
     assert response.status_code == 200 and "too short" in response.content.decode()
-    response = client.post(reverse("password_change"), {
-        "old_password": PASSWORD, "new_password1": "Pulmonary-Nodule-42", "new_password2": "Pulmonary-Nodule-42"})
+    response = client.post(
+        reverse("password_change"),
+        {
+            "old_password": PASSWORD,
+            "new_password1": "Pulmonary-Nodule-42",
+            "new_password2": "Pulmonary-Nodule-42",
+        },
+    )
     assert response.status_code == 302
     client.post(reverse("logout"))
     assert client.get(reverse("cases:dashboard")).status_code == 302
@@ -114,7 +131,9 @@ def test_repeated_failed_logins_lock_the_account_out(client, alice, settings):
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         assert client.post(reverse("login"), {"username": "alice", "password": "wrong"}).status_code == 200
     assert client.post(reverse("login"), {"username": "alice", "password": "wrong"}).status_code == 429
-    response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD})  # even the right one
+    response = client.post(
+        reverse("login"), {"username": "alice", "password": PASSWORD}
+    )  # even the right one
     assert response.status_code == 429
     assert "Too many failed logins" in response.content.decode()
     assert client.get(reverse("cases:dashboard")).status_code == 302
@@ -160,15 +179,18 @@ def test_sessions_are_idle_timeouts(settings):
     assert settings.SESSION_COOKIE_AGE <= 8 * 60 * 60
 
 
-def test_dashboard_query_count_does_not_grow_with_rows(client, alice, patient, django_assert_max_num_queries,
-                                                       django_capture_on_commit_callbacks):
+def test_dashboard_query_count_does_not_grow_with_rows(
+    client, alice, patient, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
     from cases import services
     from tests.conftest import image_bytes, upload
 
     def add_scans(n):
         with django_capture_on_commit_callbacks(execute=False):
             for _ in range(n):
-                services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
+                services.scan_upload(
+                    patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice
+                )
 
     client.force_login(alice)
     add_scans(2)

@@ -97,8 +97,13 @@ def test_a_task_that_keeps_killing_its_worker_ends_failed(worker, patient, alice
         wait_until_running(prediction.pk)
         for pid in worker_children(worker):
             os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: Prediction.objects.get(pk=prediction.pk).status != "running"
-                 or Prediction.objects.get(pk=prediction.pk).attempts > attempt, timeout=60)
+        wait_for(
+            lambda attempt=attempt: (
+                Prediction.objects.get(pk=prediction.pk).status != "running"
+                or Prediction.objects.get(pk=prediction.pk).attempts > attempt
+            ),
+            timeout=60,
+        )
     final = wait_for_prediction(prediction.pk, timeout=120, worker=worker)
     assert final.status == Prediction.Status.FAILED
     assert f"Gave up after {settings.PREDICTION_MAX_ATTEMPTS} attempts" in final.error
@@ -141,8 +146,20 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)], stdout=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
         )
         wait_for(self.answers, timeout=10)
 
@@ -173,13 +190,29 @@ def private_redis(tmp_path):
 @contextlib.contextmanager
 def web_and_worker(celery_worker_process, tmp_path, env, *, web_processes: int = 2):
     """gunicorn and one more worker (with the periodic sweep) on the test database."""
-    worker = start_worker(celery_worker_process.media_root, tmp_path / "worker.log", extra_env=env,
-                          extra_args=("-B", "--schedule", str(tmp_path / "beat-schedule")))
+    worker = start_worker(
+        celery_worker_process.media_root,
+        tmp_path / "worker.log",
+        extra_env=env,
+        extra_args=("-B", "--schedule", str(tmp_path / "beat-schedule")),
+    )
     port = free_port()
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "lungportal.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(web_processes),
-         "--timeout", "120"],
-        cwd=Path(__file__).resolve().parents[2], env=env, stdout=(tmp_path / "web.log").open("wb"),
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "lungportal.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(web_processes),
+            "--timeout",
+            "120",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=(tmp_path / "web.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -200,8 +233,12 @@ def web_and_worker(celery_worker_process, tmp_path, env, *, web_processes: int =
 
 @pytest.fixture
 def stack_on_private_redis(celery_worker_process, private_redis, tmp_path):
-    env = {**celery_worker_process.env, "REDIS_URL": private_redis.url, "PREDICTION_SWEEP_SECONDS": "2",
-           "PREDICTION_REQUEUE_AFTER_SECONDS": "3"}
+    env = {
+        **celery_worker_process.env,
+        "REDIS_URL": private_redis.url,
+        "PREDICTION_SWEEP_SECONDS": "2",
+        "PREDICTION_REQUEUE_AFTER_SECONDS": "3",
+    }
     with web_and_worker(celery_worker_process, tmp_path, env) as stack:
         yield stack
 
@@ -216,11 +253,22 @@ def _reachable(url: str) -> bool:
 
 def api_upload(url: str, token: str, patient_id: int, data: bytes) -> tuple[int, dict]:
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="s.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="s.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     request = urllib.request.Request(
-        f"{url}/api/v1/patients/{patient_id}/scans/", data=body, method="POST",
-        headers={"Authorization": f"Token {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        f"{url}/api/v1/patients/{patient_id}/scans/",
+        data=body,
+        method="POST",
+        headers={
+            "Authorization": f"Token {token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

@@ -28,15 +28,21 @@ def limits(settings):
 
 
 def send_html(client, patient, files):
-    response = client.post(reverse("cases:scan_upload", args=[patient.pk]), {"files": files},
-                           HTTP_ACCEPT="application/json")
-    messages = [e["message"] for errors in response.json()["errors"].values() for e in errors] \
-        if response.status_code == 400 else []
+    response = client.post(
+        reverse("cases:scan_upload", args=[patient.pk]), {"files": files}, HTTP_ACCEPT="application/json"
+    )
+    messages = (
+        [e["message"] for errors in response.json()["errors"].values() for e in errors]
+        if response.status_code == 400
+        else []
+    )
     return response.status_code, messages
 
 
 def send_api(client, patient, files):
-    response = client.post(reverse("api:patient-scans", args=[patient.pk]), {"files": files}, format="multipart")
+    response = client.post(
+        reverse("api:patient-scans", args=[patient.pk]), {"files": files}, format="multipart"
+    )
     body = response.json()
     return response.status_code, [m for msgs in body.get("errors", {}).values() for m in msgs]
 

@@ -39,7 +39,9 @@ def test_cannot_create_patient_in_someone_elses_team(logged_in, team_b):
     assert response.status_code == 200 and not Patient.objects.exists()
 
 
-@pytest.mark.parametrize("field,value", [("mrn", "../../x"), ("birth_date", "not a date"), ("name", ""), ("sex", "Z")])
+@pytest.mark.parametrize(
+    "field,value", [("mrn", "../../x"), ("birth_date", "not a date"), ("name", ""), ("sex", "Z")]
+)
 def test_invalid_patient_data_is_refused(logged_in, team_a, field, value):
     response = logged_in.post(reverse("cases:patient_create"), patient_data(team=team_a.pk, **{field: value}))
     assert response.status_code == 200 and not Patient.objects.exists()
@@ -64,11 +66,11 @@ def test_patient_list_paginates_and_searches(logged_in, team_a):
 
 
 def test_patient_list_query_count_does_not_grow_with_rows(logged_in, team_a, django_assert_max_num_queries):
-    for i in range(3):
+    for _ in range(3):
         PatientFactory(team=team_a)
     with django_assert_max_num_queries(8):
         logged_in.get(reverse("cases:patient_list"))
-    for i in range(20):
+    for _ in range(20):
         PatientFactory(team=team_a)
     with django_assert_max_num_queries(8):
         logged_in.get(reverse("cases:patient_list"))

@@ -35,7 +35,9 @@ def test_worker_classifies_an_uploaded_scan(worker, patient, alice):
     for result in results:
         assert sum(result.probabilities.values()) == pytest.approx(1, abs=1e-4)
         assert default_storage.open(result.heatmap.name).read(4) == b"\x89PNG"
-    mean = {k: (results[0].probabilities[k] + results[1].probabilities[k]) / 2 for k in results[0].probabilities}
+    mean = {
+        k: (results[0].probabilities[k] + results[1].probabilities[k]) / 2 for k in results[0].probabilities
+    }
     assert prediction.probabilities == pytest.approx(mean, abs=1e-5)
     assert prediction.label == max(mean, key=mean.get)
 
@@ -59,8 +61,9 @@ def test_unreadable_slice_fails_with_a_reason_and_can_be_rerun(worker, patient, 
     prediction = scan.predictions.get()
     wait_for_prediction(prediction.pk, worker=worker)
     # Simulate storage losing the file, then ask for a fresh run.
-    Prediction.objects.filter(pk=prediction.pk).update(status="failed", label="", p_normal=None,
-                                                        p_benign=None, p_malignant=None)
+    Prediction.objects.filter(pk=prediction.pk).update(
+        status="failed", label="", p_normal=None, p_benign=None, p_malignant=None
+    )
     SliceResult.objects.filter(prediction=prediction).delete()
     default_storage.delete(scan.slices.get().image.name)
     prediction.refresh_from_db()
@@ -76,7 +79,9 @@ def test_sweep_resends_a_prediction_the_broker_never_delivered(worker, patient, 
 
     # Create the record without sending the task, as if the broker was down at upload time.
     with transaction.atomic():
-        scan = services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
+        scan = services.scan_upload(
+            patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice
+        )
         transaction.get_connection().run_on_commit = []  # drop the pending send: the message is 'lost'
     prediction = scan.predictions.get()
     Prediction.objects.filter(pk=prediction.pk).update(queued_at=timezone.now() - timedelta(hours=1))

@@ -16,33 +16,42 @@ def api(user):
 
 
 def test_teammate_disagrees_in_the_page_and_it_shows_in_history(client, bob, slice_result):  # noqa: F811
-    prediction = slice_result.prediction
+    finished = slice_result.prediction
     client.force_login(bob)
-    response = client.post(reverse("cases:review_submit", args=[prediction.pk]),
-                           {"verdict": "disagree", "label": "malignant", "comment": "spiculated margin"})
+    response = client.post(
+        reverse("cases:review_submit", args=[finished.pk]),
+        {"verdict": "disagree", "label": "malignant", "comment": "spiculated margin"},
+    )
     assert response.status_code == 302
     review = Review.objects.get()
     assert (review.reviewer, review.verdict, review.label) == (bob, "disagree", "malignant")
-    page = client.get(prediction.scan.patient.get_absolute_url()).content.decode()
+    page = client.get(finished.scan.patient.get_absolute_url()).content.decode()
     assert "spiculated margin" in page and "Disagree" in page
 
 
 def test_agreeing_takes_the_models_label(alice, slice_result):  # noqa: F811
-    response = api(alice).post(reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
-                               {"verdict": "agree"}, format="json")
+    response = api(alice).post(
+        reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
+        {"verdict": "agree"},
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     assert response.json()["label"] == "benign" and response.json()["reviewer"] == "alice"
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"verdict": "disagree"}, "label"),
-    ({"verdict": "disagree", "label": "benign"}, "label"),
-    ({"verdict": "agree", "label": "normal"}, "label"),
-    ({"verdict": "maybe"}, "verdict"),
-])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"verdict": "disagree"}, "label"),
+        ({"verdict": "disagree", "label": "benign"}, "label"),
+        ({"verdict": "agree", "label": "normal"}, "label"),
+        ({"verdict": "maybe"}, "verdict"),
+    ],
+)
 def test_inconsistent_reviews_are_refused(alice, slice_result, payload, field):  # noqa: F811
-    response = api(alice).post(reverse("api:prediction-reviews", args=[slice_result.prediction_id]), payload,
-                               format="json")
+    response = api(alice).post(
+        reverse("api:prediction-reviews", args=[slice_result.prediction_id]), payload, format="json"
+    )
     assert response.status_code == 400 and field in response.json()["errors"]
     assert not Review.objects.exists()
 
@@ -56,15 +65,18 @@ def test_one_review_per_reviewer(alice, slice_result):  # noqa: F811
 
 
 def test_unfinished_predictions_cannot_be_reviewed(alice, prediction):  # noqa: F811
-    response = api(alice).post(reverse("api:prediction-reviews", args=[prediction.pk]), {"verdict": "agree"},
-                               format="json")
+    response = api(alice).post(
+        reverse("api:prediction-reviews", args=[prediction.pk]), {"verdict": "agree"}, format="json"
+    )
     assert response.status_code == 400 and "succeeded" in str(response.json()["errors"])
 
 
 @pytest.mark.parametrize("who,status", [("bob", 201), ("charlie", 404), ("admin_user", 404)])
 def test_reviews_are_scoped_to_the_care_team(request, slice_result, who, status):  # noqa: F811
     response = api(request.getfixturevalue(who)).post(
-        reverse("api:prediction-reviews", args=[slice_result.prediction_id]), {"verdict": "agree"}, format="json"
+        reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
+        {"verdict": "agree"},
+        format="json",
     )
     assert response.status_code == status
 
@@ -78,15 +90,28 @@ def test_review_page_post_is_scoped(client, request, slice_result, who, status):
 
 
 def test_anonymous_review_is_refused(client, slice_result):  # noqa: F811
-    assert APIClient().post(reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
-                            {"verdict": "agree"}, format="json").status_code == 401
-    response = client.post(reverse("cases:review_submit", args=[slice_result.prediction_id]), {"verdict": "agree"})
+    assert (
+        APIClient()
+        .post(
+            reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
+            {"verdict": "agree"},
+            format="json",
+        )
+        .status_code
+        == 401
+    )
+    response = client.post(
+        reverse("cases:review_submit", args=[slice_result.prediction_id]), {"verdict": "agree"}
+    )
     assert response.status_code == 302 and not Review.objects.exists()
 
 
 def test_history_interleaves_reviews(alice, patient, slice_result):  # noqa: F811
-    api(alice).post(reverse("api:prediction-reviews", args=[slice_result.prediction_id]), {"verdict": "agree"},
-                    format="json")
+    api(alice).post(
+        reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
+        {"verdict": "agree"},
+        format="json",
+    )
     entries = api(alice).get(reverse("api:patient-history", args=[patient.pk])).json()
     assert [e["kind"] for e in entries] == ["review", "prediction", "scan"]
     assert entries[0]["review"]["verdict"] == "agree"

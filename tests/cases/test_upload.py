@@ -32,7 +32,9 @@ def test_upload_stores_slices_privately_and_queues_one_prediction(
 ):
     with django_capture_on_commit_callbacks() as callbacks:
         response = post_upload(
-            logged_in, patient, [upload("first.png", image_bytes()), upload("../../etc/second.jpg", image_bytes("JPEG"))]
+            logged_in,
+            patient,
+            [upload("first.png", image_bytes()), upload("../../etc/second.jpg", image_bytes("JPEG"))],
         )
     scan = Scan.objects.get()
     assert response.status_code == 302 and response["Location"] == scan.get_absolute_url()

@@ -9,7 +9,9 @@ from cases.services import user_create
 
 
 class Command(BaseCommand):
-    help = "Create a clinician (or, with --admin, a staff superuser) in a care team, creating the team if new."
+    help = (
+        "Create a clinician (or, with --admin, a staff superuser) in a care team, creating the team if new."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
@@ -20,7 +22,9 @@ class Command(BaseCommand):
         password = os.environ.get("LUNGPORTAL_PASSWORD")
         if not password:
             if not os.isatty(0):
-                raise CommandError("Set LUNGPORTAL_PASSWORD or run interactively to be prompted for a password.")
+                raise CommandError(
+                    "Set LUNGPORTAL_PASSWORD or run interactively to be prompted for a password."
+                )
             password = getpass.getpass("Password: ")
             if password != getpass.getpass("Password (again): "):
                 raise CommandError("The passwords do not match.")

@@ -21,5 +21,7 @@ class Command(BaseCommand):
         team, _ = CareTeam.objects.get_or_create(name=TEAM)
         team.members.add(user)
         self.stdout.write(
-            self.style.SUCCESS(f"Demo account: username {USERNAME}  password {password}  (care team {TEAM!r})")
+            self.style.SUCCESS(
+                f"Demo account: username {USERNAME}  password {password}  (care team {TEAM!r})"
+            )
         )
