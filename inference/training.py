@@ -730,12 +730,24 @@ def comparison_entry(other: dict[str, Any]) -> dict[str, Any]:
         "recall": {n: metrics.get("per_class", {}).get(n, {}).get("recall") for n in CLASS_NAMES},
         "roc_auc_ovr_macro": metrics.get("roc_auc_ovr_macro"),
         "validation_balanced_accuracy": (other.get("validation_metrics") or {}).get("balanced_accuracy"),
+        "validation_loss": (
+            round(min(training["history"]["val_loss"]), 4)
+            if training.get("history", {}).get("val_loss") else None
+        ),
         "epochs_run": training.get("epochs_run"),
         "best_epoch": training.get("best_epoch"),
         "command": other.get("command"),
         "split": {label: {s: desc[s]["sequence_range"] for s in SPLITS}
                   for label, desc in other.get("split", {}).get("classes", {}).items()},
     }
+
+
+def add_notes(model_dir: Path, notes: Sequence[str]) -> dict[str, Any]:
+    """Add a reviewer's notes (what the numbers mean) to a card and re-render MODEL_CARD.md."""
+    card = load_card(model_dir)
+    card["notes"] = list(notes)
+    write_card(model_dir, card)
+    return card
 
 
 def add_comparisons(model_dir: Path, others: Sequence[Path]) -> dict[str, Any]:
@@ -851,21 +863,26 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         f"![confusion matrix]({card['plots']['confusion_matrix']})",
         "",
     ]
+    if card.get("notes"):
+        lines += ["## What this means", ""] + [f"- {note}" for note in card["notes"]] + [""]
     comparisons = card.get("comparisons") or []
     if comparisons:
         this = comparison_entry(card)
         lines += [
             "## Compared with other runs on the same split",
             "",
-            "Chosen by validation balanced accuracy; test figures shown for information.",
+            "Runs are compared on the validation block by class-weighted validation loss, the "
+            "criterion early stopping uses; test-block figures are shown for information and were "
+            "not used to train or stop any run.",
             "",
-            "| model | variant | validation balanced acc. | test balanced acc. | test accuracy | "
-            "recall normal | recall benign | recall malignant | epochs (kept) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| model | variant | validation loss | validation balanced acc. | test balanced acc. | "
+            "test accuracy | recall normal | recall benign | recall malignant | epochs (kept) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for label, entry in [("**this model**", this)] + [(e["name"], e) for e in comparisons]:
             lines.append(
-                f"| {label} | {entry['variant']} | {_fmt(entry.get('validation_balanced_accuracy'))} | "
+                f"| {label} | {entry['variant']} | {_fmt(entry.get('validation_loss'))} | "
+                f"{_fmt(entry.get('validation_balanced_accuracy'))} | "
                 f"{_fmt(entry['balanced_accuracy'])} | {_fmt(entry['accuracy'])} | "
                 + " | ".join(_fmt(entry["recall"].get(n)) for n in card["class_names"])
                 + f" | {entry.get('epochs_run')} ({entry.get('best_epoch')}) |"
