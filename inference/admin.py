@@ -26,13 +26,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.action(description="Activate selected model version")
     def activate_selected(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         if queryset.count() != 1:
-            self.message_user(
-                request, "Select exactly one model version to activate.", level=messages.ERROR
-            )
+            self.message_user(request, "Select exactly one model version to activate.", level=messages.ERROR)
             return
         version = queryset.get()
         model_version_activate(version=version)
         self.message_user(
-            request, f"Model version “{version.name}” is now active; new predictions use it.",
+            request,
+            f"Model version “{version.name}” is now active; new predictions use it.",
             level=messages.SUCCESS,
         )

@@ -345,9 +345,7 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dic
     return {
         "n": int(len(y_true)),
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 4) if len(y_true) else None,
-        "balanced_accuracy": (
-            round(float(np.mean([recall[c] for c in present])), 4) if present else None
-        ),
+        "balanced_accuracy": (round(float(np.mean([recall[c] for c in present])), 4) if present else None),
         "macro_f1": round(float(np.mean([f1[c] for c in present])), 4) if present else None,
         "roc_auc_ovr_macro": round(float(np.mean(valid_aucs)), 4) if valid_aucs else None,
         "per_class": per_class,
@@ -407,8 +405,14 @@ def plot_training_curves(history: dict[str, list[float]], path: Path, *, best_ep
         if history.get(f"val_{metric}"):
             ax.plot(epochs, history[f"val_{metric}"], marker="o", markersize=3, label="validation")
         if metric == "accuracy" and history.get("val_balanced_accuracy"):
-            ax.plot(epochs, history["val_balanced_accuracy"], marker="s", markersize=3,
-                    linestyle=":", label="validation, balanced")
+            ax.plot(
+                epochs,
+                history["val_balanced_accuracy"],
+                marker="s",
+                markersize=3,
+                linestyle=":",
+                label="validation, balanced",
+            )
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="weights kept")
         ax.set_title(title + (" (class-weighted)" if metric == "loss" else ""))
@@ -437,8 +441,14 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], path: Path, *, title:
     threshold = array.max() / 2 if array.size and array.max() else 0
     for i in range(array.shape[0]):
         for j in range(array.shape[1]):
-            ax.text(j, i, str(array[i, j]), ha="center", va="center",
-                    color="white" if array[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(array[i, j]),
+                ha="center",
+                va="center",
+                color="white" if array[i, j] > threshold else "black",
+            )
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path)
@@ -489,8 +499,15 @@ def set_seeds(seed: int) -> None:
         pass
 
 
-def make_dataset(gray: np.ndarray, labels: np.ndarray, *, batch_size: int, shuffle: bool,
-                 seed: int, weights: np.ndarray | None = None) -> Any:
+def make_dataset(
+    gray: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    weights: np.ndarray | None = None,
+) -> Any:
     """tf.data pipeline: uint8 grayscale -> float32 [0,1] with 3 channels, exactly as
     `gray_to_input` (and so `preprocess`) does."""
     import tensorflow as tf
@@ -539,20 +556,27 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
     all_records = read_manifest(config.data_dir)
     records = limit_records(unique_records(all_records), config.limit)
     duplicates_dropped = len(all_records) - len(unique_records(all_records))
-    echo(f"{len(all_records)} images listed, {duplicates_dropped} byte-identical duplicates dropped, "
-         f"{len(records)} used" + (f" (--limit {config.limit} per class)" if config.limit else ""))
+    echo(
+        f"{len(all_records)} images listed, {duplicates_dropped} byte-identical duplicates dropped, "
+        f"{len(records)} used" + (f" (--limit {config.limit} per class)" if config.limit else "")
+    )
     gray = load_images(config.data_dir, records, cache_dir=config.cache_dir, echo=echo)
     labels = np.array([CLASS_NAMES.index(r.label) for r in records], dtype=np.int64)
     assignment, split = patient_block_split(records, gray, fractions=config.fractions)
     for label, desc in split["classes"].items():
-        echo(f"  {label:<9} " + "  ".join(
-            f"{s} {desc[s]['count']:>3} (seq {desc[s]['sequence_range']})" for s in SPLITS))
+        echo(
+            f"  {label:<9} "
+            + "  ".join(f"{s} {desc[s]['count']:>3} (seq {desc[s]['sequence_range']})" for s in SPLITS)
+        )
 
     train_mask, val_mask, test_mask = (assignment == i for i in range(3))
     if not train_mask.any():
         raise ValueError("the training block is empty; use more images")
-    weights = class_weights_for(labels[train_mask]) if config.class_weights else {
-        c: 1.0 for c in range(len(CLASS_NAMES))}
+    weights = (
+        class_weights_for(labels[train_mask])
+        if config.class_weights
+        else {c: 1.0 for c in range(len(CLASS_NAMES))}
+    )
     echo("class weights: " + ", ".join(f"{CLASS_NAMES[c]} {w:.2f}" for c, w in weights.items()))
 
     model = build_model(config.variant, dropout=config.dropout, seed=config.seed)
@@ -563,27 +587,44 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
         jit_compile=False,  # XLA was slower for these convolutions on CPU
     )
     weight_array = np.array([weights[int(c)] for c in labels], dtype=np.float32)
-    train_ds = make_dataset(gray[train_mask], labels[train_mask], batch_size=config.batch_size,
-                            shuffle=True, seed=config.seed, weights=weight_array[train_mask])
+    train_ds = make_dataset(
+        gray[train_mask],
+        labels[train_mask],
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        weights=weight_array[train_mask],
+    )
     val_ds = None
     if val_mask.any():
         # Validation loss weighted like the training loss, so early stopping watches the same
         # balanced objective rather than the majority classes.
-        val_ds = make_dataset(gray[val_mask], labels[val_mask], batch_size=config.batch_size,
-                              shuffle=False, seed=config.seed, weights=weight_array[val_mask])
+        val_ds = make_dataset(
+            gray[val_mask],
+            labels[val_mask],
+            batch_size=config.batch_size,
+            shuffle=False,
+            seed=config.seed,
+            weights=weight_array[val_mask],
+        )
 
     monitor = "val_loss" if val_ds is not None else "loss"
     callbacks: list[Any] = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
-                                      restore_best_weights=True, verbose=0),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=config.patience, restore_best_weights=True, verbose=0
+        ),
         _EpochPrinter(echo, config.epochs, val_gray=gray[val_mask], val_labels=labels[val_mask]),
     ]
     if config.variant != "published":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=0.5, patience=max(2, config.patience // 2), min_lr=1e-5, verbose=0))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=0.5, patience=max(2, config.patience // 2), min_lr=1e-5, verbose=0
+            )
+        )
     fit_started = time.monotonic()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        shuffle=False, verbose=0)  # the dataset shuffles itself, seeded
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose=0
+    )  # the dataset shuffles itself, seeded
     fit_seconds = time.monotonic() - fit_started
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     monitored = hist.get(monitor, [])
@@ -600,8 +641,9 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
     shortcut = size_shortcut_check(records, assignment, seed=config.seed)
 
     plot_training_curves(hist, out_dir / CURVES_PLOT, best_epoch=best_epoch)
-    plot_confusion_matrix(test_metrics["confusion_matrix"], out_dir / CONFUSION_PLOT,
-                          title="Held-out test block")
+    plot_confusion_matrix(
+        test_metrics["confusion_matrix"], out_dir / CONFUSION_PLOT, title="Held-out test block"
+    )
 
     params_without_dropout = build_model(config.variant, dropout=0).count_params()
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -641,8 +683,9 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
         },
         "split": split,
         "counts": {
-            split_name: {name: int(((assignment == i) & (labels == c)).sum())
-                         for c, name in enumerate(CLASS_NAMES)}
+            split_name: {
+                name: int(((assignment == i) & (labels == c)).sum()) for c, name in enumerate(CLASS_NAMES)
+            }
             for i, split_name in enumerate(SPLITS)
         },
         "training": {
@@ -672,15 +715,19 @@ def train(config: TrainConfig, *, echo: Printer = print) -> dict[str, Any]:
             "numpy": np.__version__,
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
-            "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                           "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+            "tf_threads": {
+                "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            },
         },
         "total_seconds": round(time.monotonic() - started, 1),
     }
     card["caveats"] = _caveats(card)
     write_card(out_dir, card)
-    echo(f"test block: balanced accuracy {test_metrics['balanced_accuracy']}, accuracy "
-         f"{test_metrics['accuracy']}; size-only shortcut: balanced accuracy {shortcut['balanced_accuracy']}")
+    echo(
+        f"test block: balanced accuracy {test_metrics['balanced_accuracy']}, accuracy "
+        f"{test_metrics['accuracy']}; size-only shortcut: balanced accuracy {shortcut['balanced_accuracy']}"
+    )
     echo(f"wrote {out_dir}/{WEIGHTS_FILE} (sha256 {sha}), {CARD_FILE}, {CARD_MARKDOWN_FILE}")
     return card
 
@@ -701,8 +748,7 @@ class _EpochPrinter:
                     # Balanced accuracy is what the card reports; watch it, although early
                     # stopping follows the (class-weighted) validation loss.
                     predicted = predict_probabilities(self.model, val_gray).argmax(axis=1)
-                    recalls = [float((predicted[val_labels == c] == c).mean())
-                               for c in np.unique(val_labels)]
+                    recalls = [float((predicted[val_labels == c] == c).mean()) for c in np.unique(val_labels)]
                     logs["val_balanced_accuracy"] = float(np.mean(recalls))
                 parts = [f"epoch {epoch + 1:>3}/{total}"]
                 for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy"):
@@ -732,13 +778,16 @@ def comparison_entry(other: dict[str, Any]) -> dict[str, Any]:
         "validation_balanced_accuracy": (other.get("validation_metrics") or {}).get("balanced_accuracy"),
         "validation_loss": (
             round(min(training["history"]["val_loss"]), 4)
-            if training.get("history", {}).get("val_loss") else None
+            if training.get("history", {}).get("val_loss")
+            else None
         ),
         "epochs_run": training.get("epochs_run"),
         "best_epoch": training.get("best_epoch"),
         "command": other.get("command"),
-        "split": {label: {s: desc[s]["sequence_range"] for s in SPLITS}
-                  for label, desc in other.get("split", {}).get("classes", {}).items()},
+        "split": {
+            label: {s: desc[s]["sequence_range"] for s in SPLITS}
+            for label, desc in other.get("split", {}).get("classes", {}).items()
+        },
     }
 
 
@@ -786,11 +835,17 @@ def _caveats(card: dict[str, Any]) -> list[str]:
     shortcut = card["shortcut_check"].get("balanced_accuracy")
     if shortcut is not None and metrics.get("balanced_accuracy") is not None:
         if metrics["balanced_accuracy"] <= shortcut + 0.05:
-            caveats.insert(0, "The CNN is not clearly better than a classifier that sees only the "
-                              "image size: it may have learned the shortcut.")
+            caveats.insert(
+                0,
+                "The CNN is not clearly better than a classifier that sees only the "
+                "image size: it may have learned the shortcut.",
+            )
     if card["dataset"].get("limit_per_class"):
-        caveats.insert(0, f"Tiny run (--limit {card['dataset']['limit_per_class']} per class): a "
-                          "placeholder to exercise the pipeline, not a usable classifier.")
+        caveats.insert(
+            0,
+            f"Tiny run (--limit {card['dataset']['limit_per_class']} per class): a "
+            "placeholder to exercise the pipeline, not a usable classifier.",
+        )
     return caveats
 
 
@@ -846,11 +901,17 @@ def render_card_markdown(card: dict[str, Any]) -> str:
     ]
     for name in card["class_names"]:
         pc = m["per_class"][name]
-        lines.append(f"| {name} | {_fmt(pc['precision'])} | {_fmt(pc['recall'])} | {_fmt(pc['f1'])} "
-                     f"| {_fmt(pc['roc_auc'])} | {pc['support']} |")
-    lines += ["", "Confusion matrix on the test block (rows: true, columns: predicted):", "",
-              "| true \\ predicted | " + " | ".join(card["class_names"]) + " |",
-              "| --- |" + " --- |" * len(card["class_names"])]
+        lines.append(
+            f"| {name} | {_fmt(pc['precision'])} | {_fmt(pc['recall'])} | {_fmt(pc['f1'])} "
+            f"| {_fmt(pc['roc_auc'])} | {pc['support']} |"
+        )
+    lines += [
+        "",
+        "Confusion matrix on the test block (rows: true, columns: predicted):",
+        "",
+        "| true \\ predicted | " + " | ".join(card["class_names"]) + " |",
+        "| --- |" + " --- |" * len(card["class_names"]),
+    ]
     for name, row in zip(card["class_names"], m["confusion_matrix"], strict=True):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     vm = card.get("validation_metrics") or {}
@@ -932,7 +993,8 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         f"- Preprocessing (training and serving alike): {card['preprocessing']}.",
         f"- Adam (learning rate {training['learning_rate']}), batch {training['batch_size']}, "
         "class-weighted cross-entropy ("
-        + ", ".join(f"{k} {v}" for k, v in training["class_weights"].items()) + "), "
+        + ", ".join(f"{k} {v}" for k, v in training["class_weights"].items())
+        + "), "
         f"early stopping on {training['early_stopping']['monitor']} (patience "
         f"{training['early_stopping']['patience']}, best weights restored)"
         + (", learning rate halved on plateau" if training.get("reduce_lr_on_plateau") else "")

@@ -101,8 +101,16 @@ def test_evaluate_model_prints_metrics_for_a_labelled_folder(shipped, tmp_path) 
         for i in range(2):
             _png(data / label / f"{label} ({i + 1}).png", (200 + 10 * i, 200), value=100 + 50 * c)
     out = io.StringIO()
-    call_command("evaluate_model", "--data", str(data), "--weights", str(shipped), "--json", stdout=out,
-                 stderr=io.StringIO())
+    call_command(
+        "evaluate_model",
+        "--data",
+        str(data),
+        "--weights",
+        str(shipped),
+        "--json",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
     metrics = json.loads(out.getvalue())
     assert metrics["n"] == 6
     assert sum(map(sum, metrics["confusion_matrix"])) == 6
@@ -112,8 +120,9 @@ def test_evaluate_model_prints_metrics_for_a_labelled_folder(shipped, tmp_path) 
     assert metrics["weights_sha256"] == card["weights"]["sha256"]
 
     out = io.StringIO()
-    call_command("evaluate_model", "--data", str(data), "--weights", str(shipped), stdout=out,
-                 stderr=io.StringIO())
+    call_command(
+        "evaluate_model", "--data", str(data), "--weights", str(shipped), stdout=out, stderr=io.StringIO()
+    )
     assert "balanced accuracy" in out.getvalue() and "confusion matrix" in out.getvalue()
 
 

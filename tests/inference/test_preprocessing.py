@@ -43,8 +43,12 @@ def test_preprocessing_module_does_not_import_tensorflow() -> None:
         "import sys, inference.preprocessing, inference.predictor; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(
-        __import__("pathlib").Path(__file__).resolve().parents[2]))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]),
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -179,8 +183,12 @@ def _png_header_only(width: int, height: int) -> bytes:
     import zlib
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(
-            ">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(payload))
+            + kind
+            + payload
+            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = chunk(b"IDAT", zlib.compress(b""))

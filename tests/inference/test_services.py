@@ -24,8 +24,12 @@ def make_weights_dir(root: Path, name: str, payload: bytes, **card: object) -> P
     """A model directory with stand-in weights bytes: registration only hashes the file."""
     root.mkdir(parents=True)
     (root / "model.keras").write_bytes(payload)
-    body = {"name": name, "weights": {"sha256": hashlib.sha256(payload).hexdigest()},
-            "metrics": {"balanced_accuracy": 0.5, "accuracy": 0.6, "per_class": {}}, **card}
+    body = {
+        "name": name,
+        "weights": {"sha256": hashlib.sha256(payload).hexdigest()},
+        "metrics": {"balanced_accuracy": 0.5, "accuracy": 0.6, "per_class": {}},
+        **card,
+    }
     (root / "card.json").write_text(json.dumps(body))
     return root
 

@@ -36,8 +36,10 @@ def _patients(n_patients: int, slices: int, seed: int) -> np.ndarray:
 
 
 def _records(label: str, n: int, *, start: int = 1, width: int = 512) -> list[Record]:
-    return [Record(f"{label}/{label} ({i}).png", label, i, width, 512, f"{label}{i:04d}", "")
-            for i in range(start, start + n)]
+    return [
+        Record(f"{label}/{label} ({i}).png", label, i, width, 512, f"{label}{i:04d}", "")
+        for i in range(start, start + n)
+    ]
 
 
 def test_split_is_contiguous_disjoint_and_ordered_within_each_class() -> None:
@@ -46,15 +48,23 @@ def test_split_is_contiguous_disjoint_and_ordered_within_each_class() -> None:
     assignment, split = patient_block_split(records, images)
     assert set(np.unique(assignment)) == {0, 1, 2}
     for label in CLASS_NAMES:
-        seqs = {s: sorted(r.sequence for r, a in zip(records, assignment, strict=True)
-                          if r.label == label and a == s) for s in range(3)}
+        seqs = {
+            s: sorted(
+                r.sequence for r, a in zip(records, assignment, strict=True) if r.label == label and a == s
+            )
+            for s in range(3)
+        }
         assert all(seqs[s] for s in range(3)), f"{label}: every block non-empty"
         # train < val < test, each a contiguous run of sequence numbers
         assert max(seqs[0]) < min(seqs[1]) and max(seqs[1]) < min(seqs[2])
         for block in seqs.values():
             assert block == list(range(block[0], block[-1] + 1))
-    assert split["classes"]["normal"]["train"]["count"] + split["classes"]["normal"]["val"]["count"] \
-        + split["classes"]["normal"]["test"]["count"] == 40
+    assert (
+        split["classes"]["normal"]["train"]["count"]
+        + split["classes"]["normal"]["val"]["count"]
+        + split["classes"]["normal"]["test"]["count"]
+        == 40
+    )
 
 
 def test_split_cuts_between_patients_not_through_one() -> None:
@@ -62,10 +72,9 @@ def test_split_cuts_between_patients_not_through_one() -> None:
     # must move to a patient boundary (80 or 90), found from neighbour similarity alone.
     records = _records("normal", 100)
     images = _patients(10, 10, 3)
-    assignment, split = patient_block_split(records, images, fractions=(0.7, 0.15, 0.15),
-                                            snap_window=0.06)
+    assignment, split = patient_block_split(records, images, fractions=(0.7, 0.15, 0.15), snap_window=0.06)
     for start in range(0, 100, 10):
-        assert len(set(assignment[start:start + 10])) == 1, f"patient at {start} straddles a cut"
+        assert len(set(assignment[start : start + 10])) == 1, f"patient at {start} straddles a cut"
     assert all(cut["neighbour_correlation"] < 0.5 for cut in split["classes"]["normal"]["cuts"])
     assert split["leakage_check"]["test_slices_with_nearest_train_correlation_over_0.95"] == 0
 
@@ -99,8 +108,7 @@ def test_metrics_on_a_known_confusion() -> None:
 
 def test_size_shortcut_check_detects_a_size_only_signal() -> None:
     # Malignant images are wide and everything else square: width alone finds malignant.
-    records = (_records("normal", 20) + _records("benign", 20)
-               + _records("malignant", 20, width=801))
+    records = _records("normal", 20) + _records("benign", 20) + _records("malignant", 20, width=801)
     assignment = np.array(([0] * 14 + [1] * 3 + [2] * 3) * 3)
     result = size_shortcut_check(records, assignment)
     assert result["features"] == ["width", "height"]
@@ -130,7 +138,8 @@ def _synthetic_dataset(root: Path, per_class: int = 8) -> Path:
                 pixels[:, ::8] = 255
             Image.fromarray(pixels.astype(np.uint8), mode="L").save(folder / f"{label} case ({i}).png")
     (root / "normal" / f"normal case ({per_class + 1}).png").write_bytes(
-        (root / "normal" / "normal case (1).png").read_bytes())
+        (root / "normal" / "normal case (1).png").read_bytes()
+    )
     return root
 
 
@@ -140,7 +149,8 @@ def test_labelled_folder_without_manifest_is_read(tmp_path: Path) -> None:
     assert len(records) == 25
     duplicates = [r for r in records if r.duplicate_of]
     assert [(r.path, r.duplicate_of) for r in duplicates] == [
-        ("normal/normal case (9).png", "normal/normal case (1).png")]
+        ("normal/normal case (9).png", "normal/normal case (1).png")
+    ]
     assert sorted(r.sequence for r in records if r.label == "benign") == list(range(1, 9))
 
 
@@ -153,8 +163,19 @@ def test_tiny_training_run_writes_a_complete_card(tmp_path: Path) -> None:
     data = _synthetic_dataset(tmp_path / "data")
     out = tmp_path / "model"
     output = io.StringIO()
-    call_command("train_model", "--data", str(data), "--out", str(out), "--epochs", "1",
-                 "--variant", "published", "--no-cache", stdout=output)
+    call_command(
+        "train_model",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--variant",
+        "published",
+        "--no-cache",
+        stdout=output,
+    )
     log = output.getvalue()
     assert "epoch   1/1" in log and "val_loss" in log
 
@@ -165,9 +186,25 @@ def test_tiny_training_run_writes_a_complete_card(tmp_path: Path) -> None:
             assert image.format == "PNG" and image.size[0] >= 300
 
     card = json.loads((out / "card.json").read_text())
-    for key in ("name", "created_at", "class_names", "preprocessing", "architecture", "weights", "dataset",
-                "split", "counts", "training", "metrics", "validation_metrics", "shortcut_check",
-                "plots", "command", "environment", "caveats"):
+    for key in (
+        "name",
+        "created_at",
+        "class_names",
+        "preprocessing",
+        "architecture",
+        "weights",
+        "dataset",
+        "split",
+        "counts",
+        "training",
+        "metrics",
+        "validation_metrics",
+        "shortcut_check",
+        "plots",
+        "command",
+        "environment",
+        "caveats",
+    ):
         assert key in card, key
     assert card["class_names"] == list(CLASS_NAMES)
     assert card["dataset"]["duplicates_dropped"] == 1 and card["dataset"]["images_used"] == 24
@@ -192,8 +229,16 @@ def test_tiny_training_run_writes_a_complete_card(tmp_path: Path) -> None:
 
     assert card["weights"]["sha256"] == file_sha256(out / "model.keras")
     markdown = (out / "MODEL_CARD.md").read_text()
-    for text in ("balanced accuracy", "Alyasriy", "10.17632/bhmdr45bh2", card["weights"]["sha256"],
-                 card["command"], "shortcut", "Caveats", "training_curves.png"):
+    for text in (
+        "balanced accuracy",
+        "Alyasriy",
+        "10.17632/bhmdr45bh2",
+        card["weights"]["sha256"],
+        card["command"],
+        "shortcut",
+        "Caveats",
+        "training_curves.png",
+    ):
         assert text in markdown, text
 
     # The directory it wrote is a loadable model.

@@ -20,10 +20,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--data", required=True, type=Path)
-        parser.add_argument("--weights", type=Path, default=None,
-                            help="model directory (default: settings.INFERENCE_WEIGHTS_DIR)")
         parser.add_argument(
-            "--split", choices=("all", "train", "val", "test"), default="all",
+            "--weights",
+            type=Path,
+            default=None,
+            help="model directory (default: settings.INFERENCE_WEIGHTS_DIR)",
+        )
+        parser.add_argument(
+            "--split",
+            choices=("all", "train", "val", "test"),
+            default="all",
             help="all images (default), or one block of the patient-disjoint split the card describes",
         )
         parser.add_argument("--limit", type=int, default=None, help="at most N images per class")
@@ -51,15 +57,18 @@ class Command(BaseCommand):
         try:
             predictor = get_predictor(weights_dir)
             records = limit_records(unique_records(read_manifest(data_dir)), options["limit"])
-            gray = load_images(data_dir, records, cache_dir=Path(settings.DATA_DIR) / "cache",
-                               echo=self.stderr.write)
+            gray = load_images(
+                data_dir, records, cache_dir=Path(settings.DATA_DIR) / "cache", echo=self.stderr.write
+            )
         except (FileNotFoundError, ValueError, ImageDecodeError) as exc:
             raise CommandError(str(exc)) from exc
         labels = np.array([CLASS_NAMES.index(r.label) for r in records])
         selected = np.ones(len(records), dtype=bool)
         if options["split"] != "all":
-            fractions = tuple(predictor.card.get("split", {}).get("fractions", {}).get(s, f)
-                              for s, f in zip(SPLITS, (0.7, 0.15, 0.15), strict=True))
+            fractions = tuple(
+                predictor.card.get("split", {}).get("fractions", {}).get(s, f)
+                for s, f in zip(SPLITS, (0.7, 0.15, 0.15), strict=True)
+            )
             assignment, _ = patient_block_split(records, gray, fractions=fractions)
             selected = assignment == SPLITS.index(options["split"])
 
@@ -85,8 +94,12 @@ class Command(BaseCommand):
         w(f"model {m['model']} (sha256 {m['weights_sha256'][:12]}…) on {data_dir} [{split}], {m['n']} images")
         trained_on = card.get("dataset", {}).get("path")
         if split in ("all", "train") and trained_on and Path(trained_on).resolve() == data_dir.resolve():
-            w(self.style.WARNING("note: these images include the ones the model was trained on; "
-                                 "use --split test for the held-out block"))
+            w(
+                self.style.WARNING(
+                    "note: these images include the ones the model was trained on; "
+                    "use --split test for the held-out block"
+                )
+            )
         w(f"accuracy           {_f(m['accuracy'])}")
         w(f"balanced accuracy  {_f(m['balanced_accuracy'])}")
         w(f"macro ROC AUC      {_f(m['roc_auc_ovr_macro'])}")
@@ -94,8 +107,10 @@ class Command(BaseCommand):
         w(f"{'class':<10} {'precision':>9} {'recall':>7} {'F1':>6} {'AUC':>6} {'n':>5}")
         for name in CLASS_NAMES:
             pc = m["per_class"][name]
-            w(f"{name:<10} {_f(pc['precision']):>9} {_f(pc['recall']):>7} {_f(pc['f1']):>6} "
-              f"{_f(pc['roc_auc']):>6} {pc['support']:>5}")
+            w(
+                f"{name:<10} {_f(pc['precision']):>9} {_f(pc['recall']):>7} {_f(pc['f1']):>6} "
+                f"{_f(pc['roc_auc']):>6} {pc['support']:>5}"
+            )
         w("")
         w("confusion matrix (rows true, columns predicted):")
         w(" " * 11 + " ".join(f"{n:>9}" for n in CLASS_NAMES))

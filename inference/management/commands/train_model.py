@@ -19,8 +19,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--data", required=True, type=Path,
-                            help="dataset folder (manifest.csv, or subfolders normal/benign/malignant)")
+        parser.add_argument(
+            "--data",
+            required=True,
+            type=Path,
+            help="dataset folder (manifest.csv, or subfolders normal/benign/malignant)",
+        )
         parser.add_argument("--out", required=True, type=Path, help="model directory to write")
         parser.add_argument("--variant", choices=VARIANTS, default="improved")
         parser.add_argument("--epochs", type=int, default=40, help="maximum epochs (early stopping)")
@@ -29,14 +33,23 @@ class Command(BaseCommand):
         parser.add_argument("--learning-rate", type=float, default=1e-3)
         parser.add_argument("--dropout", type=float, default=0.5)
         parser.add_argument("--seed", type=int, default=1234)
-        parser.add_argument("--limit", type=int, default=None,
-                            help="at most N images per class (tiny runs, tests)")
+        parser.add_argument(
+            "--limit", type=int, default=None, help="at most N images per class (tiny runs, tests)"
+        )
         parser.add_argument("--no-class-weights", action="store_true")
-        parser.add_argument("--compare-with", type=Path, action="append", default=[],
-                            help="another model directory (same data) whose results the card shows "
-                            "beside this one; repeatable")
-        parser.add_argument("--no-cache", action="store_true",
-                            help="do not cache preprocessed images under the data directory (var/)")
+        parser.add_argument(
+            "--compare-with",
+            type=Path,
+            action="append",
+            default=[],
+            help="another model directory (same data) whose results the card shows "
+            "beside this one; repeatable",
+        )
+        parser.add_argument(
+            "--no-cache",
+            action="store_true",
+            help="do not cache preprocessed images under the data directory (var/)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from inference.training import TrainConfig, train
@@ -71,14 +84,31 @@ class Command(BaseCommand):
     @staticmethod
     def _reproducing_command(options: dict[str, Any]) -> str:
         # Thread counts change the order of floating-point sums: part of the recipe.
-        parts = [f"TF_INTRA_OP_THREADS={settings.TF_INTRA_OP_THREADS}",
-                 f"TF_INTER_OP_THREADS={settings.TF_INTER_OP_THREADS}",
-                 "python", "manage.py", "train_model",
-                 "--data", str(options["data"]), "--out", str(options["out"]),
-                 "--variant", options["variant"], "--epochs", str(options["epochs"]),
-                 "--patience", str(options["patience"]), "--batch-size", str(options["batch_size"]),
-                 "--learning-rate", str(options["learning_rate"]), "--dropout", str(options["dropout"]),
-                 "--seed", str(options["seed"])]
+        parts = [
+            f"TF_INTRA_OP_THREADS={settings.TF_INTRA_OP_THREADS}",
+            f"TF_INTER_OP_THREADS={settings.TF_INTER_OP_THREADS}",
+            "python",
+            "manage.py",
+            "train_model",
+            "--data",
+            str(options["data"]),
+            "--out",
+            str(options["out"]),
+            "--variant",
+            options["variant"],
+            "--epochs",
+            str(options["epochs"]),
+            "--patience",
+            str(options["patience"]),
+            "--batch-size",
+            str(options["batch_size"]),
+            "--learning-rate",
+            str(options["learning_rate"]),
+            "--dropout",
+            str(options["dropout"]),
+            "--seed",
+            str(options["seed"]),
+        ]
         if options["limit"]:
             parts += ["--limit", str(options["limit"])]
         if options["no_class_weights"]:
