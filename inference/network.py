@@ -19,7 +19,7 @@ from .preprocessing import CLASS_NAMES, IMAGE_SIZE
 
 CONV_FILTERS: tuple[int, ...] = (32, 64, 64, 64, 128, 128)
 DENSE_UNITS = 64
-VARIANTS: tuple[str, ...] = ("published", "augmented", "improved")
+VARIANTS: tuple[str, ...] = ("published", "augmented", "improved", "intensity")
 PUBLISHED_PARAMS_WITHOUT_DROPOUT = 347_715
 VARIANT_DESCRIPTIONS: dict[str, str] = {
     "published": "The published design, unchanged (the baseline).",
@@ -31,6 +31,10 @@ VARIANT_DESCRIPTIONS: dict[str, str] = {
         "The published design with batch normalisation (momentum 0.9) after each convolution, behind "
         "training-only augmentation that keeps anatomy: shifts up to 6%, rotations up to ±11°, "
         "zoom ±8%, contrast ±15%; no flips."
+    ),
+    "intensity": (
+        "As `improved`, with wider intensity augmentation for the patients' different windows: "
+        "contrast ±30% and brightness ±0.1 instead of contrast ±15%."
     ),
 }
 
@@ -51,15 +55,21 @@ def build_model(
 
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     x = inputs
-    if variant in ("augmented", "improved"):
+    if variant in ("augmented", "improved", "intensity"):
         # Only transformations a real slice could plausibly show: slight patient shift, tilt,
         # field of view and contrast. Left-right flips would swap the heart's side.
         x = layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed, name="aug_translate")(x)
         x = layers.RandomRotation(0.03, fill_mode="constant", seed=seed + 1, name="aug_rotate")(x)
         x = layers.RandomZoom(0.08, fill_mode="constant", seed=seed + 2, name="aug_zoom")(x)
-        x = layers.RandomContrast(0.15, seed=seed + 3, name="aug_contrast")(x)
+        if variant == "intensity":
+            # Patients here were exported with different intensity windows: vary brightness and
+            # contrast more widely (within the [0, 1] range the network sees).
+            x = layers.RandomContrast(0.3, value_range=(0, 1), seed=seed + 3, name="aug_contrast")(x)
+            x = layers.RandomBrightness(0.1, value_range=(0, 1), seed=seed + 5, name="aug_brightness")(x)
+        else:
+            x = layers.RandomContrast(0.15, seed=seed + 3, name="aug_contrast")(x)
     for index, filters in enumerate(CONV_FILTERS, start=1):
-        if variant == "improved":
+        if variant in ("improved", "intensity"):
             x = layers.Conv2D(filters, 3, padding="valid", use_bias=False, name=f"conv{index}")(x)
             x = layers.BatchNormalization(momentum=0.9, name=f"bn{index}")(x)
             x = layers.Activation("relu", name=f"relu{index}")(x)

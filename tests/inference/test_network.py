@@ -44,12 +44,13 @@ def test_published_design_layers_filters_and_shapes() -> None:
     assert model.count_params() == 347_715
 
 
-def test_improved_variant_keeps_the_skeleton_and_adds_batch_norm_and_augmentation() -> None:
+@pytest.mark.parametrize("variant", ["improved", "intensity"])
+def test_improved_variants_keep_the_skeleton_and_add_batch_norm_and_augmentation(variant: str) -> None:
     import numpy as np
 
     from inference.network import build_model
 
-    model = build_model("improved")
+    model = build_model(variant)
     assert [c.filters for c in _layers_of(model, "Conv2D")] == [32, 64, 64, 64, 128, 128]
     assert len(_layers_of(model, "BatchNormalization")) == 6
     assert [d.units for d in _layers_of(model, "Dense")] == [64, 3]
