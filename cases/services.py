@@ -192,6 +192,11 @@ def _checked_uploads(files: Sequence[IO[bytes]]) -> list[CheckedSlice]:
     return checked
 
 
+def _delete_files(names: Sequence[str]) -> None:
+    for name in names:
+        default_storage.delete(name)
+
+
 def _generated_name(folder: str, extension: str) -> str:
     now = timezone.now()
     return f"{folder}/{now:%Y/%m}/{uuid.uuid4().hex}.{extension}"
@@ -248,8 +253,7 @@ def scan_upload(
             prediction = Prediction.objects.create(scan=scan, model_version=version, requested_by=uploaded_by)
             _enqueue_on_commit(prediction.pk)
     except BaseException:
-        for name in stored:
-            default_storage.delete(name)
+        _delete_files(stored)
         raise
     return scan
 
@@ -431,21 +435,17 @@ def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
             results.append(_slice_result(prediction, item, row, heat_name))
         mean = probabilities.mean(axis=0)
         if not _prediction_store(prediction, results, mean, inference_seconds):
-            raise PermanentFailure("superseded")  # another run stored it first; drop our files
+            _delete_files(stored)  # another run of this prediction finished first
     except PermanentFailure as exc:
-        for name in stored:
-            default_storage.delete(name)
-        if str(exc) != "superseded":
-            _prediction_fail(prediction_id, str(exc))
+        _delete_files(stored)
+        _prediction_fail(prediction_id, str(exc))
     except DatabaseError as exc:
-        for name in stored:
-            default_storage.delete(name)
+        _delete_files(stored)
         connection.close()  # the connection may be dead (server restart, failover): start afresh
         prediction_release(prediction_id=prediction_id)
         raise PredictionRetry(f"database error: {exc}") from exc
     except Exception as exc:
-        for name in stored:
-            default_storage.delete(name)
+        _delete_files(stored)
         logger.exception("prediction %s failed", prediction_id)
         if prediction.attempts >= settings.PREDICTION_MAX_ATTEMPTS:
             _prediction_fail(
