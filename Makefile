@@ -29,6 +29,8 @@ test: install
 	$(BIN)/pytest
 
 lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 clean:

@@ -6,7 +6,6 @@ imports this module (for `heatmap_png`) without paying for TensorFlow.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .hashing import file_sha256
 from .preprocessing import CLASS_NAMES, IMAGE_SIZE
 
 WEIGHTS_FILE = "model.keras"
@@ -24,14 +24,6 @@ CARD_FILE = "card.json"
 
 _cache: dict[tuple[str, int, int], Predictor] = {}
 _cache_lock = threading.Lock()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Predictor:
@@ -46,7 +38,7 @@ class Predictor:
             raise FileNotFoundError(f"no {WEIGHTS_FILE} in {self.weights_dir}")
         card_path = self.weights_dir / CARD_FILE
         self.card: dict[str, Any] = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        self.sha256: str = _file_sha256(self.weights_path)
+        self.sha256: str = file_sha256(self.weights_path)
         self.name: str = str(self.card.get("name") or f"model-{self.sha256[:12]}")
         if batch_size is None:
             batch_size = _setting("INFERENCE_BATCH_SIZE", 16)

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from .hashing import file_sha256
 from .models import ModelVersion
 
 WEIGHTS_FILE = "model.keras"
@@ -16,16 +17,6 @@ CARD_FILE = "card.json"
 
 class ModelVersionError(ValueError):
     """A weights folder that cannot be registered (missing files, unreadable card)."""
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stored_dir(path: Path) -> str:
@@ -55,7 +46,7 @@ def model_version_register(
         raise ModelVersionError(f"no {CARD_FILE} in {directory}") from None
     except json.JSONDecodeError as exc:
         raise ModelVersionError(f"{card_path} is not valid JSON: {exc}") from None
-    sha = _file_sha256(weights)
+    sha = file_sha256(weights)
     recorded = (card.get("weights") or {}).get("sha256")
     if recorded and recorded != sha:
         raise ModelVersionError(

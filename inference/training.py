@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .hashing import file_sha256
 from .preprocessing import CLASS_NAMES, IMAGE_SIZE, gray_to_input, preprocess_gray
 
 WEIGHTS_FILE = "model.keras"
@@ -477,14 +478,6 @@ class TrainConfig:
     cache_dir: Path | None = None
     compare_with: Sequence[Path] = ()
     command: str = ""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def set_seeds(seed: int) -> None:
