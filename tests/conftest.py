@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -159,7 +160,10 @@ def start_worker(
         *extra_args,
     ]
     handle = log.open("ab")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    # Its own process group, so that stopping it also ends pool processes orphaned by a test's SIGKILL.
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+    )
     return Worker(process=process, media_root=media_root, log=log, env=env)
 
 
@@ -170,6 +174,10 @@ def stop_worker(worker: Worker) -> None:
     except subprocess.TimeoutExpired:
         worker.process.kill()
         worker.process.wait()
+    try:
+        os.killpg(worker.process.pid, signal.SIGKILL)  # stragglers holding database connections
+    except ProcessLookupError:
+        pass
 
 
 def worker_children(worker: Worker) -> list[int]:

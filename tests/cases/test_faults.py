@@ -214,6 +214,7 @@ def web_and_worker(celery_worker_process, tmp_path, env, *, web_processes: int =
         env=env,
         stdout=(tmp_path / "web.log").open("wb"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -229,6 +230,8 @@ def web_and_worker(celery_worker_process, tmp_path, env, *, web_processes: int =
         web.terminate()
         stop_worker(worker)
         web.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(web.pid, signal.SIGKILL)  # gunicorn's workers, should any outlive their master
 
 
 @pytest.fixture
