@@ -41,6 +41,7 @@ def patients_with_latest_result(user: User, *, query: str = "", label: str = "")
 
 
 def patients_search(patients: QuerySet[Patient], query: str) -> QuerySet[Patient]:
+    query = query.replace("\x00", "")  # PostgreSQL text cannot hold NUL; nothing matches one anyway
     return patients.filter(Q(mrn__icontains=query) | Q(name__icontains=query))
 
 

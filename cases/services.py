@@ -17,11 +17,16 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
+from django.core.exceptions import (
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+    ValidationError,
+)
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from PIL import Image
 
@@ -39,6 +44,17 @@ ACCEPTED_FORMATS = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png")}
 
 class UploadError(ValidationError):
     """One or more files of an upload were refused; nothing was stored."""
+
+
+# Django refuses a request over its own limits before our checks run; say why in our words.
+REQUEST_LIMIT_ERRORS = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
+
+
+def request_limit_message() -> str:
+    return (
+        f"The upload is too large: at most {settings.UPLOAD_MAX_FILES} files of at most "
+        f"{settings.UPLOAD_MAX_FILE_BYTES // (1024 * 1024)} MB each per scan. Nothing was stored."
+    )
 
 
 class PredictionConflict(ValidationError):
@@ -82,8 +98,18 @@ def patient_create(
 ) -> Patient:
     patient = Patient(team=team, mrn=mrn.strip(), name=name.strip(), birth_date=birth_date, sex=sex)
     patient.created_by = created_by
+    return _patient_save(patient)
+
+
+def _patient_save(patient: Patient) -> Patient:
     patient.full_clean()
-    patient.save()
+    try:
+        with transaction.atomic():
+            patient.save()
+    except IntegrityError:  # a simultaneous request took the MRN between the check and the save
+        raise ValidationError(
+            {"mrn": ["A patient with this MRN already exists in this care team."]}
+        ) from None
     return patient
 
 
@@ -94,9 +120,7 @@ def patient_update(*, patient: Patient, **fields: Any) -> Patient:
         raise ValueError(f"cannot update {sorted(unknown)}")
     for field, value in fields.items():
         setattr(patient, field, value.strip() if isinstance(value, str) else value)
-    patient.full_clean()
-    patient.save()
-    return patient
+    return _patient_save(patient)
 
 
 # --- uploads ------------------------------------------------------------------------------------
@@ -216,7 +240,7 @@ def scan_upload(
     queued prediction are committed together, and the task is sent only after the commit.
     """
     checked = _checked_uploads(files)
-    version = model_version_active()
+    version = _active_version()
     stored: list[str] = []
     try:
         with transaction.atomic():
@@ -292,6 +316,13 @@ def review_submit(
 # --- predictions --------------------------------------------------------------------------------
 
 
+def _active_version() -> ModelVersion:
+    try:
+        return model_version_active()
+    except ModelVersion.DoesNotExist:
+        raise ValidationError("No model version is active; ask an administrator to activate one.") from None
+
+
 def _enqueue_on_commit(prediction_id: int) -> None:
     # robust: a broker that is down must not undo a committed upload; the sweep re-sends it.
     transaction.on_commit(lambda: prediction_enqueue(prediction_id=prediction_id), robust=True)
@@ -307,7 +338,7 @@ def prediction_request(
     *, scan: Scan, requested_by: AbstractBaseUser | None, model_version: ModelVersion | None = None
 ) -> Prediction:
     """Classify a scan (again) with a model version, by default the active one, keeping old results."""
-    version = model_version or model_version_active()
+    version = model_version or _active_version()
     existing = scan.predictions.filter(model_version=version).first()
     if existing is not None:
         if existing.status == Prediction.Status.FAILED or existing.is_stale:
@@ -333,7 +364,12 @@ def prediction_rerun(*, prediction: Prediction, requested_by: AbstractBaseUser |
             f"Only a failed or stale prediction can be re-run; this one is {prediction.status}."
         )
     with transaction.atomic():
-        updated = Prediction.objects.filter(pk=prediction.pk, status=prediction.status).update(
+        updated = Prediction.objects.filter(
+            pk=prediction.pk,
+            status=prediction.status,
+            queued_at=prediction.queued_at,
+            started_at=prediction.started_at,
+        ).update(
             status=Prediction.Status.QUEUED,
             error="",
             attempts=0,
@@ -368,22 +404,27 @@ def _prediction_claim(prediction_id: int, task_id: str) -> Prediction | None:
         return None
     prediction = Prediction.objects.select_related("model_version").get(pk=prediction_id)
     if prediction.attempts > settings.PREDICTION_MAX_ATTEMPTS:
-        _prediction_fail(prediction_id, f"Gave up after {settings.PREDICTION_MAX_ATTEMPTS} attempts.")
+        _prediction_fail(prediction, f"Gave up after {settings.PREDICTION_MAX_ATTEMPTS} attempts.")
         return None
     return prediction
 
 
-def _prediction_fail(prediction_id: int, reason: str) -> None:
-    Prediction.objects.filter(pk=prediction_id, status=Prediction.Status.RUNNING).update(
+def _our_run(prediction: Prediction) -> QuerySet[Prediction]:
+    """The row, only while it is still the run we claimed (a takeover changes started_at)."""
+    return Prediction.objects.filter(
+        pk=prediction.pk, status=Prediction.Status.RUNNING, started_at=prediction.started_at
+    )
+
+
+def _prediction_fail(prediction: Prediction, reason: str) -> None:
+    _our_run(prediction).update(
         status=Prediction.Status.FAILED, error=reason[:2000], finished_at=timezone.now()
     )
 
 
-def prediction_release(*, prediction_id: int) -> None:
+def _prediction_release(prediction: Prediction) -> None:
     """running -> queued, so that a retry (or the sweep) can claim it again."""
-    Prediction.objects.filter(pk=prediction_id, status=Prediction.Status.RUNNING).update(
-        status=Prediction.Status.QUEUED, queued_at=timezone.now()
-    )
+    _our_run(prediction).update(status=Prediction.Status.QUEUED, queued_at=timezone.now())
 
 
 class PermanentFailure(Exception):
@@ -438,23 +479,23 @@ def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
             _delete_files(stored)  # another run of this prediction finished first
     except PermanentFailure as exc:
         _delete_files(stored)
-        _prediction_fail(prediction_id, str(exc))
+        _prediction_fail(prediction, str(exc))
     except DatabaseError as exc:
         _delete_files(stored)
         connection.close()  # the connection may be dead (server restart, failover): start afresh
-        prediction_release(prediction_id=prediction_id)
+        _prediction_release(prediction)
         raise PredictionRetry(f"database error: {exc}") from exc
     except Exception as exc:
         _delete_files(stored)
         logger.exception("prediction %s failed", prediction_id)
         if prediction.attempts >= settings.PREDICTION_MAX_ATTEMPTS:
             _prediction_fail(
-                prediction_id,
+                prediction,
                 f"The model could not classify this scan after {prediction.attempts} attempts "
                 f"({type(exc).__name__}: {exc}).",
             )
             return
-        prediction_release(prediction_id=prediction_id)
+        _prediction_release(prediction)
         raise PredictionRetry(str(exc)) from exc
 
 

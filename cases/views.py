@@ -15,6 +15,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from inference.models import ModelVersion
 from inference.services import model_version_active
 
 from . import selectors, services
@@ -155,13 +156,16 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
 def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     scan = selectors.scan_get(request.user, pk)
     predictions = list(scan.predictions.all())
-    active = model_version_active()
+    try:
+        active = model_version_active()
+    except ModelVersion.DoesNotExist:  # an admin switched every version off: nothing to apply
+        active = None
     context = {
         "scan": scan,
         "patient": scan.patient,
         "predictions": predictions,
         "active_version": active,
-        "can_apply_active": all(p.model_version_id != active.pk for p in predictions),
+        "can_apply_active": active is not None and all(p.model_version_id != active.pk for p in predictions),
         "aggregation_rule": Prediction.AGGREGATION_RULE,
     }
     return render(request, "cases/scan_detail.html", context)

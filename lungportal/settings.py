@@ -38,6 +38,26 @@ def envint(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def envrate(name: str, default: str) -> str:
+    """A DRF throttle rate such as 600/min."""
+    raw = os.environ.get(name) or default
+    number, _, period = raw.partition("/")
+    if not number.isdigit() or period not in {
+        "s",
+        "sec",
+        "second",
+        "m",
+        "min",
+        "minute",
+        "h",
+        "hour",
+        "d",
+        "day",
+    }:
+        raise ImproperlyConfigured(f"{name} must look like 600/min (per s, min, hour or day), got {raw!r}")
+    return raw
+
+
 def envlist(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -193,9 +213,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Celery: the database is the source of truth, the broker only a doorbell.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 BROKER_DIR = DATA_DIR / "broker"
+REDIS_VISIBILITY_TIMEOUT = envint("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
-    {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)}
+    {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
     if REDIS_URL
     else {
         "data_folder_in": str(BROKER_DIR / "queue"),
@@ -215,7 +236,14 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", 600, minimum=10)
-CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", 540, minimum=5)
+CELERY_TASK_SOFT_TIME_LIMIT = envint(
+    "CELERY_TASK_SOFT_TIME_LIMIT", max(5, CELERY_TASK_TIME_LIMIT * 9 // 10), minimum=5
+)
+if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
+if REDIS_URL and REDIS_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+    # Redis would hand a still-running task to a second worker.
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be longer than CELERY_TASK_TIME_LIMIT")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "resend-stale-predictions": {
@@ -271,9 +299,9 @@ REST_FRAMEWORK = {
         "rest_framework.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
-        "anon": os.environ.get("API_THROTTLE_ANON", "60/min"),
-        "user": os.environ.get("API_THROTTLE_USER", "600/min"),
-        "login": os.environ.get("API_THROTTLE_LOGIN", "10/min"),
+        "anon": envrate("API_THROTTLE_ANON", "60/min"),
+        "user": envrate("API_THROTTLE_USER", "600/min"),
+        "login": envrate("API_THROTTLE_LOGIN", "10/min"),
     },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }

@@ -6,6 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from health.views import healthz
 
+handler400 = "lungportal.errors.bad_request"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # Only these account views: password reset needs an email service the portal does not have.

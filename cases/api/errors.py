@@ -8,10 +8,14 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
+from ..services import REQUEST_LIMIT_ERRORS, request_limit_message
+
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):  # raised by services (model validation)
         exc = exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, REQUEST_LIMIT_ERRORS):
+        exc = exceptions.ValidationError({"files": [request_limit_message()]})
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -52,7 +52,7 @@
         bar.hidden = true;
         var messages = [];
         Object.keys(body.errors || {}).forEach(function (field) {
-          body.errors[field].forEach(function (e) { messages.push(e.message); });
+          body.errors[field].forEach(function (e) { messages.push(e.message || e); });
         });
         errors.textContent = messages.join(" ") || "The upload failed (HTTP " + xhr.status + "). Please try again.";
       });

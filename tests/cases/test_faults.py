@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_killed_worker_mid_batch_is_recovered_by_the_sweep_after_restart(worker,
 
     # The run was lost with its worker; once it is past the time limit the sweep re-sends it.
     settings.CELERY_TASK_TIME_LIMIT = 1
-    settings.PREDICTION_LOST_GRACE = __import__("datetime").timedelta(0)
+    settings.PREDICTION_LOST_GRACE = timedelta(0)
     time.sleep(1.5)
     assert services.predictions_sweep() == 1
 
@@ -90,8 +91,6 @@ def test_killed_worker_mid_batch_is_recovered_by_the_sweep_after_restart(worker,
 def test_a_task_that_keeps_killing_its_worker_ends_failed(worker, patient, alice, settings):
     """A poison prediction: every attempt dies with its process. Attempts are counted in the
     database, so it ends `failed` instead of looping forever."""
-    settings.CELERY_TASK_TIME_LIMIT = 1
-    settings.PREDICTION_LOST_GRACE = __import__("datetime").timedelta(0)
     prediction = long_scan(patient, alice).predictions.get()
     for attempt in range(1, settings.PREDICTION_MAX_ATTEMPTS + 1):
         wait_until_running(prediction.pk)

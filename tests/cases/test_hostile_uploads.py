@@ -66,3 +66,23 @@ def test_hostile_file_is_refused_cleanly(send, patient, private_media, limits, n
     assert any(shown in m and reason in m.lower() for m in messages), messages
     assert not Scan.objects.exists() and not Slice.objects.exists() and not Prediction.objects.exists()
     assert not [p for p in Path(private_media).rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("path", ["html", "api"])
+def test_more_files_than_django_accepts_get_our_message(client, alice, patient, settings, path):
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3  # Django's own guard, normally UPLOAD_MAX_FILES
+    files = [upload(f"{i}.png", image_bytes()) for i in range(5)]
+    if path == "html":
+        client.force_login(alice)
+        response = client.post(
+            reverse("cases:scan_upload", args=[patient.pk]), {"files": files}, HTTP_ACCEPT="application/json"
+        )
+    else:
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(alice)[1]}")
+        response = api.post(
+            reverse("api:patient-scans", args=[patient.pk]), {"files": files}, format="multipart"
+        )
+    assert response.status_code == 400
+    assert "The upload is too large" in response.json()["errors"]["files"][0]
+    assert not Scan.objects.exists()

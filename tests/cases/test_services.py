@@ -1,0 +1,90 @@
+"""Service rules that need no worker: claiming, re-running, and refusing without an active model."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from cases import services
+from cases.models import Patient, Prediction
+from inference.models import ModelVersion
+from tests.cases.fixtures import prediction, scan  # noqa: F401
+from tests.conftest import image_bytes, upload
+
+
+def test_a_redelivered_message_takes_over_its_own_run_but_no_other(prediction):  # noqa: F811
+    first = services._prediction_claim(prediction.pk, "task-a")
+    assert first is not None and first.attempts == 1
+    assert services._prediction_claim(prediction.pk, "task-b") is None  # another message: nothing to do
+    again = services._prediction_claim(prediction.pk, "task-a")  # the same message, its worker died
+    assert again is not None and again.attempts == 2 and again.started_at >= first.started_at
+
+
+def test_a_superseded_run_cannot_fail_or_release_the_new_one(prediction):  # noqa: F811
+    old = services._prediction_claim(prediction.pk, "task-a")
+    services._prediction_claim(prediction.pk, "task-a")  # redelivered: a new run took over
+    services._prediction_fail(old, "the old run's error")
+    services._prediction_release(old)
+    current = Prediction.objects.get(pk=prediction.pk)
+    assert current.status == "running" and current.error == ""
+
+
+def test_claims_stop_after_the_maximum_attempts(prediction, settings):  # noqa: F811
+    settings.PREDICTION_MAX_ATTEMPTS = 2
+    for _ in range(2):
+        assert services._prediction_claim(prediction.pk, "task-a") is not None
+    assert services._prediction_claim(prediction.pk, "task-a") is None
+    failed = Prediction.objects.get(pk=prediction.pk)
+    assert failed.status == "failed" and failed.error == "Gave up after 2 attempts."
+
+
+def test_rerun_refuses_a_prediction_that_is_neither_failed_nor_stale(prediction):  # noqa: F811
+    with pytest.raises(services.PredictionConflict, match="failed or stale"):
+        services.prediction_rerun(prediction=prediction, requested_by=None)
+
+
+def test_a_second_rerun_of_the_same_state_is_refused(prediction, django_capture_on_commit_callbacks):  # noqa: F811
+    Prediction.objects.filter(pk=prediction.pk).update(status="failed")
+    stale_copy = Prediction.objects.get(pk=prediction.pk)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        services.prediction_rerun(prediction=Prediction.objects.get(pk=prediction.pk), requested_by=None)
+        Prediction.objects.filter(pk=prediction.pk).update(status="failed")  # failed again meanwhile
+        with pytest.raises(services.PredictionConflict, match="changed meanwhile"):
+            services.prediction_rerun(prediction=stale_copy, requested_by=None)
+    assert len(sent) == 1
+
+
+def test_without_an_active_model_uploads_are_refused_clearly(patient, alice, client):
+    ModelVersion.objects.all().delete()
+    from inference.services import model_version_active
+
+    model_version_active()  # registers and activates the shipped weights
+    ModelVersion.objects.update(is_active=False)
+    with pytest.raises(ValidationError, match="No model version is active"):
+        services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
+    client.force_login(alice)
+    response = client.post(
+        f"/patients/{patient.pk}/scans/new/",
+        {"files": [upload("a.png", image_bytes())]},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400 and "No model version is active" in str(response.json())
+
+
+def test_scan_page_works_without_an_active_model(client, alice, scan):  # noqa: F811
+    ModelVersion.objects.update(is_active=False)
+    client.force_login(alice)
+    response = client.get(scan.get_absolute_url())
+    assert response.status_code == 200 and "Classify with model" not in response.content.decode()
+
+
+def test_patient_search_ignores_nul_bytes(client, alice, patient):
+    client.force_login(alice)
+    response = client.get("/patients/", {"q": "\x00" + patient.mrn})
+    assert response.status_code == 200 and patient.name in response.content.decode()
+
+
+def test_a_duplicate_mrn_race_becomes_a_validation_error(patient, monkeypatch):
+    monkeypatch.setattr(Patient, "full_clean", lambda self, *a, **k: None)  # both requests passed the check
+    with pytest.raises(ValidationError, match="already exists"):
+        services.patient_create(
+            team=patient.team, mrn=patient.mrn, name="Twin", birth_date=patient.birth_date, created_by=None
+        )
