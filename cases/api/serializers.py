@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -184,12 +183,6 @@ class ScanUploadSerializer(serializers.Serializer):
     study_date = serializers.DateField(required=False)
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
-    def validate_files(self, files: list[Any]) -> list[Any]:
-        if len(files) > settings.UPLOAD_MAX_FILES:
-            raise serializers.ValidationError(
-                f"{len(files)} files were sent; at most {settings.UPLOAD_MAX_FILES}."
-            )
-        return files
 
 
 class ScanAcceptedSerializer(serializers.Serializer):

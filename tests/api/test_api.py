@@ -284,3 +284,14 @@ def test_schema_and_docs_are_served(client):
     assert "/api/v1/patients/{id}/scans/" in spec["paths"]
     assert spec["components"]["securitySchemes"]["knoxApiToken"]["type"] == "apiKey"
     assert client.get(reverse("api-docs")).status_code == 200
+
+
+def test_too_many_files_through_the_api_get_the_services_message(request, patient, settings):
+    settings.UPLOAD_MAX_FILES = 2
+    response = api_as(request, "alice").post(
+        reverse("api:patient-scans", args=[patient.pk]),
+        {"files": [upload(f"{i}.png", image_bytes()) for i in range(3)]},
+        format="multipart",
+    )
+    assert response.status_code == 400 and "at most 2" in response.json()["errors"]["files"][0]
+    assert not Scan.objects.exists()
