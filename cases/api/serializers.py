@@ -184,7 +184,6 @@ class ScanUploadSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
-
 class ScanAcceptedSerializer(serializers.Serializer):
     scan = ScanSerializer()
     prediction = PredictionSummarySerializer()
