@@ -20,6 +20,8 @@ from PIL import Image
 
 from tests import factories
 
+pytest_plugins = ["tests.cases.fixtures"]  # scans, predictions and results, for every test module
+
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT.parent / "shared" / "datasets" / "iqothnccd"
 

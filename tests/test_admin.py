@@ -6,7 +6,6 @@ from django.contrib import admin
 from django.urls import reverse
 
 from cases.models import Prediction, Review
-from tests.cases.fixtures import prediction, scan, slice_result  # noqa: F401
 
 OUR_APPS = ("cases", "inference", "health")
 
@@ -20,7 +19,7 @@ def test_every_model_of_ours_is_in_admin():
 @pytest.mark.parametrize(
     "model", [m for m in apps.get_models() if m._meta.app_label in OUR_APPS], ids=lambda m: m.__name__
 )
-def test_admin_pages_open(admin_client, slice_result, bob, model):  # noqa: F811
+def test_admin_pages_open(admin_client, slice_result, bob, model):
     from cases import services
 
     services.review_submit(
@@ -35,7 +34,7 @@ def test_admin_pages_open(admin_client, slice_result, bob, model):  # noqa: F811
         assert admin_client.get(change).status_code == 200
 
 
-def test_prediction_outputs_are_read_only_in_admin(admin_client, slice_result):  # noqa: F811
+def test_prediction_outputs_are_read_only_in_admin(admin_client, slice_result):
     url = reverse("admin:cases_prediction_change", args=[slice_result.prediction_id])
     body = admin_client.get(url).content.decode()
     assert 'name="p_benign"' not in body and 'name="label"' not in body  # shown, not editable

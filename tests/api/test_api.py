@@ -6,7 +6,6 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from cases.models import Patient, Prediction, Scan
-from tests.cases.fixtures import prediction, scan, slice_result  # noqa: F401
 from tests.conftest import image_bytes, upload
 from tests.factories import PASSWORD, PatientFactory
 
@@ -20,17 +19,6 @@ def api_as(request, who):
 
 
 PEOPLE = [("alice", True), ("bob", True), ("charlie", False), ("admin_user", False), (None, None)]
-
-
-@pytest.fixture
-def objects(patient, scan, prediction, slice_result):  # noqa: F811
-    return {
-        "patient": patient,
-        "scan": scan,
-        "prediction": prediction,
-        "slice": scan.slices.first(),
-        "slice_result": slice_result,
-    }
 
 
 READS = [
@@ -248,7 +236,7 @@ def test_api_upload_answers_202_with_a_poll_url(request, patient):
     assert len(body["scan"]["slices"]) == 2 and body["scan"]["note"] == "api"
 
 
-def test_history_lists_scans_and_predictions_newest_first(request, patient, scan):  # noqa: F811
+def test_history_lists_scans_and_predictions_newest_first(request, patient, scan):
     entries = api_as(request, "bob").get(reverse("api:patient-history", args=[patient.pk])).json()
     assert [e["kind"] for e in entries] == ["prediction", "scan"]
     assert entries[1]["scan"]["slice_count"] == 2

@@ -12,8 +12,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.cases.fixtures import prediction, scan, slice_result  # noqa: F401
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -33,7 +31,7 @@ schema = schemathesis.openapi.from_dict(_served_schema())
 
 
 @pytest.fixture
-def token(alice, slice_result):  # noqa: F811  (a patient, a scan and results exist to be found)
+def token(alice, slice_result):  # a patient, a scan and results exist to be found
     return AuthToken.objects.create(alice)[1]
 
 

@@ -42,3 +42,15 @@ def slice_result(prediction):  # type: ignore[no-untyped-def]
         status="succeeded", label="benign", p_normal=0.2, p_benign=0.7, p_malignant=0.1
     )
     return result
+
+
+@pytest.fixture
+def objects(patient, scan, prediction, slice_result):
+    """One of everything a care team owns, by kind, for the access matrices."""
+    return {
+        "patient": patient,
+        "scan": scan,
+        "prediction": prediction,
+        "slice": scan.slices.first(),
+        "slice_result": slice_result,
+    }

@@ -3,7 +3,6 @@
 import pytest
 from django.urls import reverse
 
-from tests.cases.fixtures import prediction, scan, slice_result  # noqa: F401
 from tests.factories import PASSWORD
 
 OBJECT_PAGES = [
@@ -17,17 +16,6 @@ OBJECT_PAGES = [
     ("cases:slice_result_heatmap", "slice_result"),
 ]
 PEOPLE = [("alice", 200), ("bob", 200), ("charlie", 404), ("admin_user", 404), (None, 302)]
-
-
-@pytest.fixture
-def objects(patient, scan, prediction, slice_result):  # noqa: F811
-    return {
-        "patient": patient,
-        "scan": scan,
-        "prediction": prediction,
-        "slice": scan.slices.first(),
-        "slice_result": slice_result,
-    }
 
 
 def _client_for(client, request, who):
@@ -69,7 +57,7 @@ def test_patient_search_lists_only_own_team(client, charlie, patient, team_b):
 
 
 @pytest.mark.parametrize("who,expected", [("bob", 302), ("charlie", 404), ("admin_user", 404)])
-def test_rerun_and_predict_are_scoped(client, request, prediction, who, expected):  # noqa: F811
+def test_rerun_and_predict_are_scoped(client, request, prediction, who, expected):
     client.force_login(request.getfixturevalue(who))
     for url in (
         reverse("cases:prediction_rerun", args=[prediction.pk]),
@@ -78,7 +66,7 @@ def test_rerun_and_predict_are_scoped(client, request, prediction, who, expected
         assert client.post(url).status_code == expected
 
 
-def test_post_endpoints_redirect_anonymous_to_login(client, prediction):  # noqa: F811
+def test_post_endpoints_redirect_anonymous_to_login(client, prediction):
     for url in (
         reverse("cases:prediction_rerun", args=[prediction.pk]),
         reverse("cases:scan_predict", args=[prediction.scan_id]),
@@ -87,7 +75,7 @@ def test_post_endpoints_redirect_anonymous_to_login(client, prediction):  # noqa
         assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
 
 
-def test_status_endpoint_hides_other_teams_predictions(client, alice, charlie, prediction):  # noqa: F811
+def test_status_endpoint_hides_other_teams_predictions(client, alice, charlie, prediction):
     url = reverse("cases:prediction_status") + f"?ids={prediction.pk}"
     client.force_login(charlie)
     assert client.get(url).json() == {"predictions": {}}
@@ -95,7 +83,7 @@ def test_status_endpoint_hides_other_teams_predictions(client, alice, charlie, p
     assert client.get(url).json()["predictions"][str(prediction.pk)]["status"] == "queued"
 
 
-def test_uploaded_files_are_served_privately_with_safe_headers(client, alice, scan):  # noqa: F811
+def test_uploaded_files_are_served_privately_with_safe_headers(client, alice, scan):
     client.force_login(alice)
     item = scan.slices.first()
     response = client.get(reverse("cases:slice_image", args=[item.pk]))
@@ -147,7 +135,7 @@ def test_disabling_a_user_ends_their_session(client, alice):
     assert client.get(reverse("cases:dashboard")).status_code == 302
 
 
-def test_status_endpoint_ignores_malformed_and_huge_ids(client, alice, prediction):  # noqa: F811
+def test_status_endpoint_ignores_malformed_and_huge_ids(client, alice, prediction):
     client.force_login(alice)
     url = reverse("cases:prediction_status") + f"?ids=x,-1,99999999999999999999999,{prediction.pk}"
     response = client.get(url)

@@ -6,7 +6,6 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from cases.models import Review
-from tests.cases.fixtures import prediction, scan, slice_result  # noqa: F401
 
 
 def api(user):
@@ -15,7 +14,7 @@ def api(user):
     return client
 
 
-def test_teammate_disagrees_in_the_page_and_it_shows_in_history(client, bob, slice_result):  # noqa: F811
+def test_teammate_disagrees_in_the_page_and_it_shows_in_history(client, bob, slice_result):
     finished = slice_result.prediction
     client.force_login(bob)
     response = client.post(
@@ -29,7 +28,7 @@ def test_teammate_disagrees_in_the_page_and_it_shows_in_history(client, bob, sli
     assert "spiculated margin" in page and "Disagree" in page
 
 
-def test_agreeing_takes_the_models_label(alice, slice_result):  # noqa: F811
+def test_agreeing_takes_the_models_label(alice, slice_result):
     response = api(alice).post(
         reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
         {"verdict": "agree"},
@@ -48,7 +47,7 @@ def test_agreeing_takes_the_models_label(alice, slice_result):  # noqa: F811
         ({"verdict": "maybe"}, "verdict"),
     ],
 )
-def test_inconsistent_reviews_are_refused(alice, slice_result, payload, field):  # noqa: F811
+def test_inconsistent_reviews_are_refused(alice, slice_result, payload, field):
     response = api(alice).post(
         reverse("api:prediction-reviews", args=[slice_result.prediction_id]), payload, format="json"
     )
@@ -56,7 +55,7 @@ def test_inconsistent_reviews_are_refused(alice, slice_result, payload, field): 
     assert not Review.objects.exists()
 
 
-def test_one_review_per_reviewer(alice, slice_result):  # noqa: F811
+def test_one_review_per_reviewer(alice, slice_result):
     url = reverse("api:prediction-reviews", args=[slice_result.prediction_id])
     client = api(alice)
     assert client.post(url, {"verdict": "agree"}, format="json").status_code == 201
@@ -64,7 +63,7 @@ def test_one_review_per_reviewer(alice, slice_result):  # noqa: F811
     assert second.status_code == 400 and "already reviewed" in str(second.json()["errors"])
 
 
-def test_unfinished_predictions_cannot_be_reviewed(alice, prediction):  # noqa: F811
+def test_unfinished_predictions_cannot_be_reviewed(alice, prediction):
     response = api(alice).post(
         reverse("api:prediction-reviews", args=[prediction.pk]), {"verdict": "agree"}, format="json"
     )
@@ -72,7 +71,7 @@ def test_unfinished_predictions_cannot_be_reviewed(alice, prediction):  # noqa: 
 
 
 @pytest.mark.parametrize("who,status", [("bob", 201), ("charlie", 404), ("admin_user", 404)])
-def test_reviews_are_scoped_to_the_care_team(request, slice_result, who, status):  # noqa: F811
+def test_reviews_are_scoped_to_the_care_team(request, slice_result, who, status):
     response = api(request.getfixturevalue(who)).post(
         reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
         {"verdict": "agree"},
@@ -82,14 +81,14 @@ def test_reviews_are_scoped_to_the_care_team(request, slice_result, who, status)
 
 
 @pytest.mark.parametrize("who,status", [("charlie", 404), ("admin_user", 404)])
-def test_review_page_post_is_scoped(client, request, slice_result, who, status):  # noqa: F811
+def test_review_page_post_is_scoped(client, request, slice_result, who, status):
     client.force_login(request.getfixturevalue(who))
     url = reverse("cases:review_submit", args=[slice_result.prediction_id])
     assert client.post(url, {"verdict": "agree"}).status_code == status
     assert not Review.objects.exists()
 
 
-def test_anonymous_review_is_refused(client, slice_result):  # noqa: F811
+def test_anonymous_review_is_refused(client, slice_result):
     assert (
         APIClient()
         .post(
@@ -106,7 +105,7 @@ def test_anonymous_review_is_refused(client, slice_result):  # noqa: F811
     assert response.status_code == 302 and not Review.objects.exists()
 
 
-def test_history_interleaves_reviews(alice, patient, slice_result):  # noqa: F811
+def test_history_interleaves_reviews(alice, patient, slice_result):
     api(alice).post(
         reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
         {"verdict": "agree"},

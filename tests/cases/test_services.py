@@ -6,11 +6,10 @@ from django.core.exceptions import ValidationError
 from cases import services
 from cases.models import Patient, Prediction
 from inference.models import ModelVersion
-from tests.cases.fixtures import prediction, scan  # noqa: F401
 from tests.conftest import image_bytes, upload
 
 
-def test_a_redelivered_message_takes_over_its_own_run_but_no_other(prediction):  # noqa: F811
+def test_a_redelivered_message_takes_over_its_own_run_but_no_other(prediction):
     first = services._prediction_claim(prediction.pk, "task-a")
     assert first is not None and first.attempts == 1
     assert services._prediction_claim(prediction.pk, "task-b") is None  # another message: nothing to do
@@ -18,7 +17,7 @@ def test_a_redelivered_message_takes_over_its_own_run_but_no_other(prediction): 
     assert again is not None and again.attempts == 2 and again.started_at >= first.started_at
 
 
-def test_a_superseded_run_cannot_fail_or_release_the_new_one(prediction):  # noqa: F811
+def test_a_superseded_run_cannot_fail_or_release_the_new_one(prediction):
     old = services._prediction_claim(prediction.pk, "task-a")
     services._prediction_claim(prediction.pk, "task-a")  # redelivered: a new run took over
     services._prediction_fail(old, "the old run's error")
@@ -27,7 +26,7 @@ def test_a_superseded_run_cannot_fail_or_release_the_new_one(prediction):  # noq
     assert current.status == "running" and current.error == ""
 
 
-def test_claims_stop_after_the_maximum_attempts(prediction, settings):  # noqa: F811
+def test_claims_stop_after_the_maximum_attempts(prediction, settings):
     settings.PREDICTION_MAX_ATTEMPTS = 2
     for _ in range(2):
         assert services._prediction_claim(prediction.pk, "task-a") is not None
@@ -36,12 +35,12 @@ def test_claims_stop_after_the_maximum_attempts(prediction, settings):  # noqa: 
     assert failed.status == "failed" and failed.error == "Gave up after 2 attempts."
 
 
-def test_rerun_refuses_a_prediction_that_is_neither_failed_nor_stale(prediction):  # noqa: F811
+def test_rerun_refuses_a_prediction_that_is_neither_failed_nor_stale(prediction):
     with pytest.raises(services.PredictionConflict, match="failed or stale"):
         services.prediction_rerun(prediction=prediction, requested_by=None)
 
 
-def test_a_second_rerun_of_the_same_state_is_refused(prediction, django_capture_on_commit_callbacks):  # noqa: F811
+def test_a_second_rerun_of_the_same_state_is_refused(prediction, django_capture_on_commit_callbacks):
     Prediction.objects.filter(pk=prediction.pk).update(status="failed")
     stale_copy = Prediction.objects.get(pk=prediction.pk)
     with django_capture_on_commit_callbacks(execute=False) as sent:
@@ -69,7 +68,7 @@ def test_without_an_active_model_uploads_are_refused_clearly(patient, alice, cli
     assert response.status_code == 400 and "No model version is active" in str(response.json())
 
 
-def test_scan_page_works_without_an_active_model(client, alice, scan):  # noqa: F811
+def test_scan_page_works_without_an_active_model(client, alice, scan):
     ModelVersion.objects.update(is_active=False)
     client.force_login(alice)
     response = client.get(scan.get_absolute_url())
