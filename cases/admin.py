@@ -1,11 +1,13 @@
 from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from .models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
 
 
-def _link(obj, label=None):  # type: ignore[no-untyped-def]
+def _link(obj: Model | None, label: str | None = None) -> str:
     if obj is None:
         return "-"
     url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
@@ -25,8 +27,8 @@ class CareTeamAdmin(admin.ModelAdmin):
 
 class ScanInline(admin.TabularInline):
     model = Scan
-    fields = ["scan_link", "study_date", "note", "created_at"]
-    readonly_fields = fields
+    readonly_fields = ("scan_link", "study_date", "note", "created_at")
+    fields = readonly_fields
     extra = 0
     can_delete = False
     show_change_link = True
@@ -48,23 +50,23 @@ class PatientAdmin(admin.ModelAdmin):
 
 class SliceInline(admin.TabularInline):
     model = Slice
-    fields = ["position", "original_name", "content_type", "width", "height", "size_bytes", "sha256"]
-    readonly_fields = fields
+    readonly_fields = ("position", "original_name", "content_type", "width", "height", "size_bytes", "sha256")
+    fields = readonly_fields
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
 class PredictionInline(admin.TabularInline):
     model = Prediction
-    fields = ["prediction_link", "status", "label", "model_version", "created_at"]
-    readonly_fields = fields
+    readonly_fields = ("prediction_link", "status", "label", "model_version", "created_at")
+    fields = readonly_fields
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
     @admin.display(description="Prediction")
@@ -93,12 +95,12 @@ class ScanAdmin(admin.ModelAdmin):
 
 class SliceResultInline(admin.TabularInline):
     model = SliceResult
-    fields = ["slice", "label", "p_normal", "p_benign", "p_malignant"]
-    readonly_fields = fields
+    readonly_fields = ("slice", "label", "p_normal", "p_benign", "p_malignant")
+    fields = readonly_fields
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -140,7 +142,7 @@ class PredictionAdmin(admin.ModelAdmin):
     exclude = ["scan"]
     inlines = [SliceResultInline]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     @admin.display(description="Scan")
@@ -161,7 +163,7 @@ class ReviewAdmin(admin.ModelAdmin):
     exclude = ["prediction"]
     list_select_related = ["prediction", "reviewer"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     @admin.display(description="Prediction")
@@ -189,7 +191,7 @@ class SliceAdmin(admin.ModelAdmin):
     exclude = ["scan"]
     list_select_related = ["scan"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     @admin.display(description="Scan")
@@ -206,7 +208,7 @@ class SliceResultAdmin(admin.ModelAdmin):
     exclude = ["prediction"]
     list_select_related = ["prediction", "slice"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     @admin.display(description="Prediction")

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
+
+from inference.preprocessing import ACCEPTED_FORMATS, ACCEPTED_FORMATS_TEXT
 
 from .models import Patient, Review, Scan
 from .selectors import teams_for
@@ -15,11 +17,12 @@ class PatientForm(forms.ModelForm):
         fields = ["team", "mrn", "name", "birth_date", "sex"]
         widgets = {"birth_date": forms.DateInput(format="%Y-%m-%d", attrs={"type": "date"})}
 
-    def __init__(self, *args: Any, user: AbstractBaseUser, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         teams = teams_for(user)
-        self.fields["team"].queryset = teams
-        self.fields["team"].empty_label = None
+        team = cast(forms.ModelChoiceField, self.fields["team"])
+        team.queryset = teams
+        team.empty_label = None
         if teams.count() == 1:
             self.fields["team"].widget = forms.HiddenInput()
             self.fields["team"].initial = teams.first()
@@ -36,17 +39,11 @@ class MultipleFileField(forms.FileField):
         files = data if isinstance(data, list | tuple) else [data]
         files = [f for f in files if f]
         if not files and self.required:
-            raise forms.ValidationError("Choose at least one CT slice (JPEG or PNG).")
+            raise forms.ValidationError(f"Choose at least one CT slice ({ACCEPTED_FORMATS_TEXT}).")
         return files
 
 
 class ScanUploadForm(forms.ModelForm):
-    files = MultipleFileField(
-        label="CT slices",
-        help_text="One or many JPEG or PNG slices of one study. Files are checked by their content.",
-        widget=MultipleFileInput(attrs={"accept": "image/jpeg,image/png"}),
-    )
-
     class Meta:
         model = Scan
         fields = ["study_date", "note"]
@@ -57,6 +54,18 @@ class ScanUploadForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Added here, not declared: a form's own `files` attribute holds the uploaded files.
+        self.fields["files"] = MultipleFileField(
+            label="CT slices",
+            help_text=(
+                f"One or many {ACCEPTED_FORMATS_TEXT} slices of one study. "
+                "Files are checked by their content."
+            ),
+            widget=MultipleFileInput(
+                attrs={"accept": ",".join(content_type for content_type, _ in ACCEPTED_FORMATS.values())}
+            ),
+        )
+        self.order_fields(["files", "study_date", "note"])
         self.fields["study_date"].required = False  # the service uses today when it is left empty
 
 

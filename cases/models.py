@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import operator
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from functools import reduce
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -11,7 +15,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-CLASS_NAMES = ("normal", "benign", "malignant")
+from inference.preprocessing import CLASS_NAMES, most_probable
+
 LABEL_CHOICES = [(name, name.capitalize()) for name in CLASS_NAMES]
 
 
@@ -130,9 +135,23 @@ class Probabilities(models.Model):
 
     @property
     def probabilities(self) -> dict[str, float] | None:
-        if self.p_normal is None:
+        values = {name: getattr(self, f"p_{name}") for name in CLASS_NAMES}
+        if any(value is None for value in values.values()):
             return None
-        return {"normal": self.p_normal, "benign": self.p_benign, "malignant": self.p_malignant}
+        return values
+
+    @staticmethod
+    def result_fields(probabilities: Mapping[str, float]) -> dict[str, Any]:
+        """The label (the most probable class) and the p_<class> fields, set by class name."""
+        return {
+            "label": most_probable(probabilities),
+            **{f"p_{name}": float(probabilities[name]) for name in CLASS_NAMES},
+        }
+
+
+class PredictionQuerySet(models.QuerySet["Prediction"]):
+    def stale(self, now: datetime | None = None) -> PredictionQuerySet:
+        return self.filter(Prediction.stale_q(now or timezone.now()))
 
 
 class Prediction(Probabilities):
@@ -163,6 +182,8 @@ class Prediction(Probabilities):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     inference_seconds = models.FloatField(null=True, blank=True)
+
+    objects = PredictionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -201,17 +222,36 @@ class Prediction(Probabilities):
             return None
         return (self.finished_at - self.started_at).total_seconds()
 
+    @classmethod
+    def staleness_limits(cls) -> dict[str, tuple[str, timedelta]]:
+        """The one staleness rule: how long an unfinished state may last, from which timestamp,
+        before its work counts as lost (a message the broker dropped, a worker that died past the
+        hard time limit)."""
+        lost_after = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + settings.PREDICTION_LOST_GRACE
+        return {
+            cls.Status.QUEUED: ("queued_at", settings.PREDICTION_REQUEUE_AFTER),
+            cls.Status.RUNNING: ("started_at", lost_after),
+        }
+
+    @classmethod
+    def stale_q(cls, now: datetime) -> Q:
+        """Rows that `is_stale` would call stale at `now`, as a filter."""
+        return reduce(
+            operator.or_,
+            (
+                Q(status=status, **{f"{field}__lt": now - limit})
+                for status, (field, limit) in cls.staleness_limits().items()
+            ),
+        )
+
     @property
     def is_stale(self) -> bool:
         """Queued or running for longer than any healthy run takes: the work was lost."""
-        if self.is_final:
+        rule = self.staleness_limits().get(self.status)
+        if rule is None:
             return False
-        since = self.started_at if self.status == self.Status.RUNNING else self.queued_at
-        limit = (
-            settings.PREDICTION_REQUEUE_AFTER
-            if self.status == self.Status.QUEUED
-            else timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT) + settings.PREDICTION_LOST_GRACE
-        )
+        field, limit = rule
+        since = getattr(self, field)
         return since is not None and timezone.now() - since > limit
 
 

@@ -5,27 +5,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
 from .models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
 
-User = AbstractBaseUser | AnonymousUser
+Viewer = User | AnonymousUser
+PatientT = TypeVar("PatientT", bound=Patient)
 
 
-def teams_for(user: User) -> QuerySet[CareTeam]:
-    if not user.is_authenticated or not user.is_active:
+def signed_in(user: Viewer) -> User:
+    """The user behind a login-required page or an authenticated API call, as a User."""
+    if not isinstance(user, User):  # unreachable behind login_required / IsAuthenticated
+        raise PermissionDenied("Log in first.")
+    return user
+
+
+def teams_for(user: Viewer) -> QuerySet[CareTeam]:
+    if not isinstance(user, User) or not user.is_active:
         return CareTeam.objects.none()
     return CareTeam.objects.filter(members=user)
 
 
-def patients_for(user: User) -> QuerySet[Patient]:
+def patients_for(user: Viewer) -> QuerySet[Patient]:
     return Patient.objects.filter(team__in=teams_for(user)).select_related("team")
 
 
-def patients_with_latest_result(user: User, *, query: str = "", label: str = "") -> QuerySet[Patient]:
+def patients_with_latest_result(user: Viewer, *, query: str = "", label: str = "") -> QuerySet[Patient]:
     latest = Prediction.objects.filter(scan__patient=OuterRef("pk")).order_by("-created_at", "-id")
     patients = patients_for(user).annotate(
         latest_status=Subquery(latest.values("status")[:1]),
@@ -40,20 +50,20 @@ def patients_with_latest_result(user: User, *, query: str = "", label: str = "")
     return patients.order_by("name", "id")
 
 
-def patients_search(patients: QuerySet[Patient], query: str) -> QuerySet[Patient]:
+def patients_search(patients: QuerySet[PatientT], query: str) -> QuerySet[PatientT]:
     query = query.replace("\x00", "")  # PostgreSQL text cannot hold NUL; nothing matches one anyway
     return patients.filter(Q(mrn__icontains=query) | Q(name__icontains=query))
 
 
-def patient_get(user: User, pk: int) -> Patient:
+def patient_get(user: Viewer, pk: int) -> Patient:
     return get_object_or_404(patients_for(user), pk=pk)
 
 
-def scans_for(user: User) -> QuerySet[Scan]:
+def scans_for(user: Viewer) -> QuerySet[Scan]:
     return Scan.objects.filter(patient__in=patients_for(user)).select_related("patient", "patient__team")
 
 
-def predictions_for(user: User) -> QuerySet[Prediction]:
+def predictions_for(user: Viewer) -> QuerySet[Prediction]:
     return Prediction.objects.filter(scan__patient__in=patients_for(user)).select_related(
         "scan", "scan__patient", "model_version"
     )
@@ -69,37 +79,37 @@ def _predictions_with_results() -> QuerySet[Prediction]:
     )
 
 
-def scans_detailed(user: User) -> QuerySet[Scan]:
+def scans_detailed(user: Viewer) -> QuerySet[Scan]:
     return scans_for(user).prefetch_related(
         "slices", Prefetch("predictions", queryset=_predictions_with_results())
     )
 
 
-def predictions_detailed(user: User) -> QuerySet[Prediction]:
+def predictions_detailed(user: Viewer) -> QuerySet[Prediction]:
     return predictions_for(user).prefetch_related(
         Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice")), _reviews()
     )
 
 
-def scan_get(user: User, pk: int) -> Scan:
+def scan_get(user: Viewer, pk: int) -> Scan:
     return get_object_or_404(scans_detailed(user), pk=pk)
 
 
-def prediction_get(user: User, pk: int) -> Prediction:
+def prediction_get(user: Viewer, pk: int) -> Prediction:
     return get_object_or_404(predictions_detailed(user), pk=pk)
 
 
-def slice_get(user: User, pk: int) -> Slice:
+def slice_get(user: Viewer, pk: int) -> Slice:
     return get_object_or_404(Slice.objects.filter(scan__in=scans_for(user)), pk=pk)
 
 
-def slice_result_get(user: User, pk: int) -> SliceResult:
+def slice_result_get(user: Viewer, pk: int) -> SliceResult:
     return get_object_or_404(
         SliceResult.objects.filter(prediction__in=predictions_for(user)).exclude(heatmap=""), pk=pk
     )
 
 
-def predictions_status(user: User, ids: list[int]) -> QuerySet[Prediction]:
+def predictions_status(user: Viewer, ids: list[int]) -> QuerySet[Prediction]:
     return predictions_for(user).filter(pk__in=ids)
 
 
@@ -112,7 +122,7 @@ class HistoryEntry:
     review: Review | None = None
 
 
-def patient_history(user: User, patient: Patient) -> list[HistoryEntry]:
+def patient_history(user: Viewer, patient: Patient) -> list[HistoryEntry]:
     """Scans, predictions and reviews of one patient, newest first."""
     predictions = Prediction.objects.select_related("model_version").prefetch_related(_reviews())
     scans = (
@@ -137,5 +147,5 @@ def patient_history(user: User, patient: Patient) -> list[HistoryEntry]:
     return entries
 
 
-def dashboard_predictions(user: User) -> QuerySet[Prediction]:
+def dashboard_predictions(user: Viewer) -> QuerySet[Prediction]:
     return predictions_for(user).prefetch_related("scan__slices").order_by("-created_at", "-id")

@@ -1,12 +1,14 @@
 """Thin Celery tasks: take primary keys, call services."""
 
-from lungportal.celery import house_task
+from typing import Any
+
+from core.tasks import house_task
 
 from . import services
 
 
 @house_task()
-def prediction_run(self, prediction_id: int) -> None:  # type: ignore[no-untyped-def]
+def prediction_run(self: Any, prediction_id: int) -> None:
     try:
         services.prediction_execute(prediction_id=prediction_id, task_id=self.request.id or "")
     except services.PredictionRetry as exc:
@@ -15,5 +17,5 @@ def prediction_run(self, prediction_id: int) -> None:  # type: ignore[no-untyped
 
 
 @house_task()
-def predictions_sweep(self) -> int:  # type: ignore[no-untyped-def]
+def predictions_sweep(self: Any) -> int:
     return services.predictions_sweep()

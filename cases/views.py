@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.models import ModelVersion
+from inference.preprocessing import CLASS_NAMES
 from inference.services import model_version_active
 
 from . import selectors, services
-from .files import private_file_response, slice_file_name
+from .files import heatmap_response, slice_image_response, slice_thumbnail_response
 from .forms import PatientForm, ReviewForm, ScanUploadForm
-from .models import CLASS_NAMES, Prediction
+from .http import error_response
+from .models import Prediction
 from .urls_converters import ID_REGEX
 
 PAGE_SIZE = 25
 
 
-def _page(request: HttpRequest, items):  # type: ignore[no-untyped-def]
+def _page(request: HttpRequest, items: Sequence[Any] | QuerySet[Any]) -> Page[Any]:
     return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
 
 
@@ -78,9 +81,9 @@ def patient_create(request: HttpRequest) -> HttpResponse:
     if not selectors.teams_for(request.user).exists():
         messages.error(request, "You are not in a care team yet; ask an administrator to add you to one.")
         return redirect("cases:patient_list")
-    form = PatientForm(request.POST or None, user=request.user)
+    form = PatientForm(request.POST or None, user=selectors.signed_in(request.user))
     if request.method == "POST" and form.is_valid():
-        patient = services.patient_create(created_by=request.user, **form.cleaned_data)
+        patient = services.patient_create(created_by=selectors.signed_in(request.user), **form.cleaned_data)
         messages.success(request, f"Patient {patient} registered.")
         return redirect(patient)
     return render(request, "cases/patient_form.html", {"form": form, "title": "New patient"})
@@ -90,7 +93,7 @@ def patient_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(request.user, pk)
-    form = PatientForm(request.POST or None, instance=patient, user=request.user)
+    form = PatientForm(request.POST or None, instance=patient, user=selectors.signed_in(request.user))
     if request.method == "POST" and form.is_valid():
         services.patient_update(patient=patient, **form.cleaned_data)
         messages.success(request, "Patient details saved.")
@@ -124,7 +127,7 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
                 scan = services.scan_upload(
                     patient=patient,
                     files=form.cleaned_data["files"],
-                    uploaded_by=request.user,
+                    uploaded_by=selectors.signed_in(request.user),
                     study_date=form.cleaned_data["study_date"],
                     note=form.cleaned_data["note"],
                 )
@@ -138,7 +141,7 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
                     return JsonResponse({"redirect": scan.get_absolute_url()}, status=201)
                 return redirect(scan)
         if wants_json:
-            return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+            return _form_error_response(form)
         status = 400
     else:
         status = 200
@@ -149,6 +152,14 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
         "max_mb": settings.UPLOAD_MAX_FILE_BYTES // (1024 * 1024),
     }
     return render(request, "cases/scan_upload.html", context, status=status)
+
+
+def _form_error_response(form: ScanUploadForm) -> JsonResponse:
+    errors = {
+        "non_field_errors" if field == "__all__" else field: [error["message"] for error in errors]
+        for field, errors in form.errors.get_json_data().items()
+    }
+    return error_response("The upload was refused; nothing was stored. See errors.", errors)
 
 
 @login_required
@@ -178,7 +189,7 @@ def scan_predict(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(
         request,
         scan,
-        lambda: services.prediction_request(scan=scan, requested_by=request.user),
+        lambda: services.prediction_request(scan=scan, requested_by=selectors.signed_in(request.user)),
         "Queued a prediction with the active model version.",
     )
 
@@ -207,12 +218,14 @@ def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
     prediction = selectors.prediction_get(request.user, pk)
     form = ReviewForm(request.POST)
     if not form.is_valid():
-        messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
+        messages.error(request, " ".join(str(m) for errors in form.errors.values() for m in errors))
         return redirect(prediction)
     return _act(
         request,
         prediction,
-        lambda: services.review_submit(prediction=prediction, reviewer=request.user, **form.cleaned_data),
+        lambda: services.review_submit(
+            prediction=prediction, reviewer=selectors.signed_in(request.user), **form.cleaned_data
+        ),
         "Your review is recorded.",
     )
 
@@ -224,7 +237,9 @@ def prediction_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(
         request,
         prediction,
-        lambda: services.prediction_rerun(prediction=prediction, requested_by=request.user),
+        lambda: services.prediction_rerun(
+            prediction=prediction, requested_by=selectors.signed_in(request.user)
+        ),
         "The prediction is queued again.",
     )
 
@@ -241,19 +256,16 @@ def prediction_status(request: HttpRequest) -> JsonResponse:
 @login_required
 @require_GET
 def slice_image(request: HttpRequest, pk: int) -> FileResponse:
-    item = selectors.slice_get(request.user, pk)
-    return private_file_response(item.image.name, item.content_type, slice_file_name(item))
+    return slice_image_response(selectors.slice_get(request.user, pk))
 
 
 @login_required
 @require_GET
 def slice_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
-    item = selectors.slice_get(request.user, pk)
-    return private_file_response(item.thumbnail.name, "image/png", f"slice-{item.pk}-thumb.png")
+    return slice_thumbnail_response(selectors.slice_get(request.user, pk))
 
 
 @login_required
 @require_GET
 def slice_result_heatmap(request: HttpRequest, pk: int) -> FileResponse:
-    result = selectors.slice_result_get(request.user, pk)
-    return private_file_response(result.heatmap.name, "image/png", f"heatmap-{result.pk}.png")
+    return heatmap_response(selectors.slice_result_get(request.user, pk))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from celery import current_app as app
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-
-from lungportal.celery import app
 
 from .models import WorkerHeartbeat
 

@@ -16,11 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .hashing import file_sha256
+from .artifacts import CARD_FILE, WEIGHTS_FILE, file_sha256
 from .preprocessing import CLASS_NAMES, IMAGE_SIZE
-
-WEIGHTS_FILE = "model.keras"
-CARD_FILE = "card.json"
 
 _cache: dict[tuple[str, int, int], Predictor] = {}
 _cache_lock = threading.Lock()

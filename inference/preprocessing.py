@@ -8,20 +8,47 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
+# The network's output columns, in order. Everything else reads probabilities by these names.
 CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
 IMAGE_SIZE = 256
 
+# Formats a slice may come in, decided by content: Pillow's name -> (content type, extension).
+ACCEPTED_FORMATS: dict[str, tuple[str, str]] = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png")}
+ACCEPTED_FORMATS_TEXT = " or ".join(ACCEPTED_FORMATS)
+NOT_ACCEPTED_MESSAGE = f"not a {ACCEPTED_FORMATS_TEXT} image"
+
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_ACCEPTED_FORMATS = ("JPEG", "PNG")
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+_BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 class ImageDecodeError(ValueError):
     """The upload cannot be used as a CT slice; the message says why, in words a clinician can act on."""
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What `inspect` found: the format decided by content and the decoded 8-bit grayscale image."""
+
+    format: str
+    image: Image.Image
+
+
+def named_probabilities(row: Iterable[float]) -> dict[str, float]:
+    """One row of the network's output as {class name: probability}."""
+    return {name: float(value) for name, value in zip(CLASS_NAMES, row, strict=True)}
+
+
+def most_probable(probabilities: Mapping[str, float]) -> str:
+    """The label: the class with the highest probability (the first of equals, in CLASS_NAMES order)."""
+    return max(CLASS_NAMES, key=lambda name: probabilities[name])
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -36,8 +63,8 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
-    """Decode JPEG or PNG bytes into a fully loaded 8-bit grayscale ("L") image.
+def inspect(data: bytes, *, max_pixels: int | None = None) -> Inspection:
+    """Decode JPEG or PNG bytes once: their format and a fully loaded 8-bit grayscale image.
 
     The type is decided by content. The pixel count is checked from the header before any pixel
     is decoded (decompression bombs), and the image is fully loaded so that truncation shows up
@@ -47,41 +74,55 @@ def decode_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
         raise ImageDecodeError("the file is empty")
     kind = sniff_format(data)
     if kind == "DICOM":
-        raise ImageDecodeError("DICOM files are not supported yet; upload the slice as JPEG or PNG")
+        raise ImageDecodeError(
+            f"DICOM files are not supported yet; upload the slice as {ACCEPTED_FORMATS_TEXT}"
+        )
     if kind is None:
-        raise ImageDecodeError("not a JPEG or PNG image")
+        raise ImageDecodeError(NOT_ACCEPTED_MESSAGE)
 
     header_size = _header_size(data, kind)
     if max_pixels is not None and header_size is not None:
         _check_pixels(header_size, max_pixels)
-
     with warnings.catch_warnings():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat the warning as fatal.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=_ACCEPTED_FORMATS)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageDecodeError(_too_many_pixels_message(header_size, max_pixels)) from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageDecodeError("the image is truncated or corrupt") from exc
-
-        width, height = image.size
-        if width < 1 or height < 1:
-            raise ImageDecodeError("the image has no pixels")
-        if max_pixels is not None:
-            _check_pixels((width, height), max_pixels)
-        try:
-            image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageDecodeError(_too_many_pixels_message((width, height), max_pixels)) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageDecodeError("the image is truncated or corrupt") from exc
-
+        image = _open(data, header_size, max_pixels)
+        _load(image, max_pixels)
+    fmt = (image.format or kind).upper()
     try:
-        image = ImageOps.exif_transpose(image)
+        oriented = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not make a readable slice unusable
-        pass
-    return to_grayscale(image)
+        oriented = image
+    return Inspection(format=fmt, image=to_grayscale(oriented))
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
+    """The decoded 8-bit grayscale ("L") image of JPEG or PNG bytes; see `inspect`."""
+    return inspect(data, max_pixels=max_pixels).image
+
+
+def _open(data: bytes, header_size: tuple[int, int] | None, max_pixels: int | None) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data), formats=tuple(ACCEPTED_FORMATS))
+    except _BOMB_ERRORS:
+        raise ImageDecodeError(_too_many_pixels_message(header_size, max_pixels)) from None
+    except _DECODE_ERRORS as exc:
+        raise ImageDecodeError("the image is truncated or corrupt") from exc
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageDecodeError("the image has no pixels")
+    if max_pixels is not None:
+        _check_pixels((width, height), max_pixels)
+    return image
+
+
+def _load(image: Image.Image, max_pixels: int | None) -> None:
+    try:
+        image.load()
+    except _BOMB_ERRORS:
+        raise ImageDecodeError(_too_many_pixels_message(image.size, max_pixels)) from None
+    except _DECODE_ERRORS as exc:
+        raise ImageDecodeError("the image is truncated or corrupt") from exc
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
@@ -91,7 +132,8 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
 
 
 def _too_many_pixels_message(size: tuple[int, int] | None, max_pixels: int | None) -> str:
-    limit = min(max_pixels or Image.MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS or max_pixels or 0)
+    limits = [limit for limit in (max_pixels, Image.MAX_IMAGE_PIXELS) if limit]
+    limit = min(limits) if limits else 0
     if size is not None:
         return f"image is {size[0]}×{size[1]} pixels, too many pixels for a CT slice; the limit is {limit:,}"
     return f"the image has too many pixels for a CT slice; the limit is {limit:,}"

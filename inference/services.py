@@ -8,11 +8,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from .hashing import file_sha256
+from .artifacts import CARD_FILE, WEIGHTS_FILE, file_sha256
 from .models import ModelVersion
-
-WEIGHTS_FILE = "model.keras"
-CARD_FILE = "card.json"
 
 
 class ModelVersionError(ValueError):
@@ -65,9 +62,10 @@ def model_version_register(
             )
     except IntegrityError:
         # A concurrent register of the same weights won the race; or the name is taken.
-        version = ModelVersion.objects.filter(sha256=sha).first()
-        if version is None:
+        existing = ModelVersion.objects.filter(sha256=sha).first()
+        if existing is None:
             raise ModelVersionError(f"a model version named {version_name!r} already exists") from None
+        version = existing
     if activate and not version.is_active:
         model_version_activate(version=version)
         version.refresh_from_db()

@@ -30,7 +30,7 @@ DATASET = ROOT.parent / "shared" / "datasets" / "iqothnccd"
 
 
 @pytest.fixture(autouse=True)
-def private_media(settings, tmp_path):  # type: ignore[no-untyped-def]
+def private_media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
 
@@ -48,7 +48,16 @@ def upload(name: str, data: bytes, content_type: str = "image/png") -> SimpleUpl
     return SimpleUploadedFile(name, data, content_type=content_type)
 
 
+@pytest.fixture
+def dataset_dir() -> Path:
+    """The shared IQ-OTH/NCCD slices; tests that need them skip, saying why, where they are absent."""
+    if not (DATASET / "manifest.csv").exists():
+        pytest.skip(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}; these tests need real slices")
+    return DATASET
+
+
 def dataset_slice(relative: str) -> bytes:
+    """One slice of the shared dataset by its manifest path (skips where the dataset is absent)."""
     path = DATASET / relative
     if not path.exists():
         pytest.skip(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}; this test needs {relative}")
@@ -59,41 +68,48 @@ def dataset_slice(relative: str) -> bytes:
 
 
 @pytest.fixture
-def team_a(db):  # type: ignore[no-untyped-def]
+def team_a(db):
     return factories.CareTeamFactory(name="Chest A")
 
 
 @pytest.fixture
-def team_b(db):  # type: ignore[no-untyped-def]
+def team_b(db):
     return factories.CareTeamFactory(name="Chest B")
 
 
 @pytest.fixture
-def alice(team_a):  # type: ignore[no-untyped-def]
+def alice(team_a):
     """The owner: registers patients and uploads scans in team A."""
     return factories.UserFactory(username="alice", teams=[team_a])
 
 
 @pytest.fixture
-def bob(team_a):  # type: ignore[no-untyped-def]
+def bob(team_a):
     """A colleague of Alice's on the same care team."""
     return factories.UserFactory(username="bob", teams=[team_a])
 
 
 @pytest.fixture
-def charlie(team_b):  # type: ignore[no-untyped-def]
+def charlie(team_b):
     """An outsider: a clinician of another care team."""
     return factories.UserFactory(username="charlie", teams=[team_b])
 
 
 @pytest.fixture
-def admin_user(db):  # type: ignore[no-untyped-def]
+def admin_user(db):
     """A staff admin in no care team: everything in Django admin, no patients in the portal."""
     return factories.UserFactory(username="admin", is_staff=True, is_superuser=True)
 
 
 @pytest.fixture
-def patient(alice, team_a):  # type: ignore[no-untyped-def]
+def logged_in(client, alice):
+    """The test client, logged in as alice."""
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def patient(alice, team_a):
     return factories.PatientFactory(team=team_a, created_by=alice)
 
 
@@ -204,7 +220,7 @@ def restart_worker(worker: Worker) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Worker]:  # type: ignore[no-untyped-def]
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Worker]:
     with django_db_blocker.unblock():
         _purge_queues()
         media = tmp_path_factory.mktemp("worker-media")
@@ -213,7 +229,7 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory) 
     stop_worker(worker)
 
 
-def wait_for(condition, *, timeout: float, interval: float = 0.25, message: str = "") -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition, *, timeout: float, interval: float = 0.25, message: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -223,7 +239,7 @@ def wait_for(condition, *, timeout: float, interval: float = 0.25, message: str 
 
 
 @pytest.fixture
-def worker(celery_worker_process, transactional_db, settings) -> Worker:  # type: ignore[no-untyped-def]
+def worker(celery_worker_process, transactional_db, settings) -> Worker:
     """A live worker sharing this test's database and media folder; waits until it reports in."""
     from health.models import WorkerHeartbeat
 
@@ -237,7 +253,7 @@ def worker(celery_worker_process, transactional_db, settings) -> Worker:  # type
     return celery_worker_process
 
 
-def wait_for_prediction(prediction_id: int, *, timeout: float = 90, worker: Worker | None = None):  # type: ignore[no-untyped-def]
+def wait_for_prediction(prediction_id: int, *, timeout: float = 90, worker: Worker | None = None):
     from cases.models import Prediction
 
     def final() -> bool:

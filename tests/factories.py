@@ -1,4 +1,5 @@
 from datetime import date
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
@@ -26,7 +27,8 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", PASSWORD)
 
     @factory.post_generation
-    def teams(self, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+    def teams(self: Any, create: bool, extracted: Any, **kwargs: Any) -> None:
+        # factory_boy calls this with the built user as `self`.
         self.save()
         for team in extracted or []:
             team.members.add(self)

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
-from ..services import REQUEST_LIMIT_ERRORS, request_limit_message
+from ..http import REQUEST_LIMIT_ERRORS, error_body, request_limit_message
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -24,5 +24,5 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response.data = {"detail": "The request is invalid; see errors.", "errors": errors}
     else:
         detail = response.data.get("detail", "") if isinstance(response.data, dict) else str(response.data)
-        response.data = {"detail": str(detail), "errors": {}}
+        response.data = error_body(str(detail))
     return response

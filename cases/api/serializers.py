@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from inference.models import ModelVersion
+from inference.preprocessing import ACCEPTED_FORMATS_TEXT, CLASS_NAMES
 
 from ..models import (
-    CLASS_NAMES,
-    LABEL_CHOICES,
     CareTeam,
     Patient,
     Prediction,
@@ -95,17 +95,20 @@ class SliceResultSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
 
 class ReviewSerializer(serializers.ModelSerializer):
     reviewer = serializers.CharField(source="reviewer.get_username", read_only=True)
-    label = serializers.ChoiceField(
-        choices=LABEL_CHOICES,
-        required=False,
-        allow_blank=True,
-        help_text="Required when disagreeing: the label you read. Agreeing takes the model's label.",
-    )
 
     class Meta:
         model = Review
         fields = ["id", "prediction", "reviewer", "verdict", "label", "comment", "created_at"]
         read_only_fields = ["prediction"]
+        extra_kwargs = {
+            "label": {
+                "required": False,
+                "allow_blank": True,
+                "help_text": (
+                    "Required when disagreeing: the label you read. Agreeing takes the model's label."
+                ),
+            }
+        }
         validators: list[Any] = []  # one review per reviewer is checked by the service
 
 
@@ -178,7 +181,9 @@ class ScanUploadSerializer(serializers.Serializer):
     files = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True),
         allow_empty=False,
-        help_text="One or many JPEG or PNG CT slices of one study (multipart field `files`, repeated).",
+        help_text=(
+            f"One or many {ACCEPTED_FORMATS_TEXT} CT slices of one study (multipart field `files`, repeated)."
+        ),
     )
     study_date = serializers.DateField(required=False)
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
@@ -222,15 +227,15 @@ class PatientSerializer(serializers.ModelSerializer):
         super().__init__(*args, **kwargs)
         request = self.context.get("request")
         user = getattr(request, "user", None)
-        if user is not None:
-            self.fields["team"].queryset = teams_for(user)
+        self._teams: QuerySet[CareTeam] = teams_for(user) if user is not None else CareTeam.objects.none()
+        cast(serializers.PrimaryKeyRelatedField, self.fields["team"]).queryset = self._teams
 
     def get_url(self, obj: Patient) -> str:
         return _absolute(self.context, "patient-detail", obj.pk)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None and "team" not in attrs:
-            teams = list(self.fields["team"].queryset[:2])
+            teams = list(self._teams[:2])
             if len(teams) != 1:
                 raise serializers.ValidationError(
                     {

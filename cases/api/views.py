@@ -5,7 +5,7 @@ Team scoping comes from cases.selectors, exactly as for the HTML pages: outside 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import django_filters
 from django.contrib.auth import authenticate
@@ -20,14 +20,17 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from inference.models import ModelVersion
+from inference.preprocessing import CLASS_NAMES
 
 from .. import selectors, services
-from ..files import private_file_response, slice_file_name
-from ..models import CLASS_NAMES
+from ..files import heatmap_response, slice_image_response, slice_thumbnail_response
+from ..http import error_response
+from ..models import Patient
 from ..urls_converters import ID_REGEX
 from . import serializers as s
 
@@ -92,15 +95,14 @@ class PatientViewSet(
     def get_queryset(self) -> Any:
         return selectors.patients_with_latest_result(self.request.user)
 
-    def perform_create(self, serializer: s.PatientSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Patient]) -> None:
         serializer.instance = services.patient_create(
-            created_by=self.request.user, **serializer.validated_data
+            created_by=selectors.signed_in(self.request.user), **serializer.validated_data
         )
 
-    def perform_update(self, serializer: s.PatientSerializer) -> None:
-        serializer.instance = services.patient_update(
-            patient=serializer.instance, **serializer.validated_data
-        )
+    def perform_update(self, serializer: BaseSerializer[Patient]) -> None:
+        patient = cast(Patient, serializer.instance)  # an update always has its instance
+        serializer.instance = services.patient_update(patient=patient, **serializer.validated_data)
 
     @extend_schema(responses=s.HistoryEntrySerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
@@ -127,7 +129,9 @@ class PatientViewSet(
         patient = selectors.patient_get(request.user, int(pk))
         upload = s.ScanUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
-        scan = services.scan_upload(patient=patient, uploaded_by=request.user, **upload.validated_data)
+        scan = services.scan_upload(
+            patient=patient, uploaded_by=selectors.signed_in(request.user), **upload.validated_data
+        )
         scan = selectors.scan_get(request.user, scan.pk)
         body = {"scan": scan, "prediction": scan.predictions.all()[0]}
         return Response(
@@ -147,7 +151,7 @@ class ScanViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def predictions(self, request: Request, pk: str) -> Response:
         """Classify the scan with the active model version, keeping earlier results."""
         scan = self.get_object()
-        prediction = services.prediction_request(scan=scan, requested_by=request.user)
+        prediction = services.prediction_request(scan=scan, requested_by=selectors.signed_in(request.user))
         return Response(
             s.PredictionSerializer(prediction, context={"request": request}).data,
             status=status.HTTP_202_ACCEPTED,
@@ -165,7 +169,9 @@ class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def rerun(self, request: Request, pk: str) -> Response:
         """Queue a failed or stale prediction again."""
-        prediction = services.prediction_rerun(prediction=self.get_object(), requested_by=request.user)
+        prediction = services.prediction_rerun(
+            prediction=self.get_object(), requested_by=selectors.signed_in(request.user)
+        )
         return Response(
             s.PredictionSerializer(prediction, context={"request": request}).data,
             status=status.HTTP_202_ACCEPTED,
@@ -178,7 +184,9 @@ class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         prediction = self.get_object()
         form = s.ReviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        review = services.review_submit(prediction=prediction, reviewer=request.user, **form.validated_data)
+        review = services.review_submit(
+            prediction=prediction, reviewer=selectors.signed_in(request.user), **form.validated_data
+        )
         return Response(
             s.ReviewSerializer(review, context={"request": request}).data, status=status.HTTP_201_CREATED
         )
@@ -219,8 +227,7 @@ class SliceFileView(_FileView):
         responses={(200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The slice")}
     )
     def get(self, request: Request, pk: int) -> FileResponse:
-        item = selectors.slice_get(request.user, pk)
-        return private_file_response(item.image.name, item.content_type, slice_file_name(item))
+        return slice_image_response(selectors.slice_get(request.user, pk))
 
 
 class SliceThumbnailView(_FileView):
@@ -228,8 +235,7 @@ class SliceThumbnailView(_FileView):
         responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="Thumbnail")}
     )
     def get(self, request: Request, pk: int) -> FileResponse:
-        item = selectors.slice_get(request.user, pk)
-        return private_file_response(item.thumbnail.name, "image/png", f"slice-{item.pk}-thumb.png")
+        return slice_thumbnail_response(selectors.slice_get(request.user, pk))
 
 
 class HeatmapView(_FileView):
@@ -237,8 +243,7 @@ class HeatmapView(_FileView):
         responses={(200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="Grad-CAM")}
     )
     def get(self, request: Request, pk: int) -> FileResponse:
-        result = selectors.slice_result_get(request.user, pk)
-        return private_file_response(result.heatmap.name, "image/png", f"heatmap-{result.pk}.png")
+        return heatmap_response(selectors.slice_result_get(request.user, pk))
 
 
 @extend_schema(request=None, responses={204: None})
@@ -254,4 +259,4 @@ class TokenLogoutAllView(knox_views.LogoutAllView):
 @csrf_exempt  # it changes nothing; a POST must get the JSON 404, not a CSRF page
 def api_not_found(request: Any, path: str = "") -> JsonResponse:
     """Unmatched API paths (e.g. a non-numeric id) answer in the API's error format, not HTML."""
-    return JsonResponse({"detail": "Not found.", "errors": {}}, status=404)
+    return error_response("Not found.", status=404)

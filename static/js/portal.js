@@ -50,11 +50,13 @@
         if (xhr.status === 201 && body.redirect) { window.location.assign(body.redirect); return; }
         button.disabled = false;
         bar.hidden = true;
+        // Every error body is {"detail": "...", "errors": {"field": ["...", ...]}}.
         var messages = [];
         Object.keys(body.errors || {}).forEach(function (field) {
-          body.errors[field].forEach(function (e) { messages.push(e.message || e); });
+          messages = messages.concat(body.errors[field]);
         });
-        errors.textContent = messages.join(" ") || "The upload failed (HTTP " + xhr.status + "). Please try again.";
+        errors.textContent = messages.join(" ") || body.detail ||
+          "The upload failed (HTTP " + xhr.status + "). Please try again.";
       });
       xhr.addEventListener("error", function () {
         button.disabled = false;

@@ -10,7 +10,7 @@ from tests.conftest import image_bytes, upload
 
 
 @pytest.fixture
-def scan(patient, alice, django_capture_on_commit_callbacks):  # type: ignore[no-untyped-def]
+def scan(patient, alice, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         return services.scan_upload(
             patient=patient,
@@ -20,12 +20,12 @@ def scan(patient, alice, django_capture_on_commit_callbacks):  # type: ignore[no
 
 
 @pytest.fixture
-def prediction(scan):  # type: ignore[no-untyped-def]
+def prediction(scan):
     return scan.predictions.get()
 
 
 @pytest.fixture
-def slice_result(prediction):  # type: ignore[no-untyped-def]
+def slice_result(prediction):
     """A finished prediction as a worker stores it (setup only: the worker is tested elsewhere)."""
     heatmap = default_storage.save("heatmaps/test.png", ContentFile(image_bytes()))
     first = prediction.scan.slices.first()

@@ -144,6 +144,7 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        assert self.binary is not None, "redis-server is not installed"
         self.process = subprocess.Popen(
             [
                 self.binary,

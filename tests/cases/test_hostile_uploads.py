@@ -32,7 +32,7 @@ def send_html(client, patient, files):
         reverse("cases:scan_upload", args=[patient.pk]), {"files": files}, HTTP_ACCEPT="application/json"
     )
     messages = (
-        [e["message"] for errors in response.json()["errors"].values() for e in errors]
+        [m for errors in response.json()["errors"].values() for m in errors]
         if response.status_code == 400
         else []
     )

@@ -39,7 +39,7 @@ def test_worker_classifies_an_uploaded_scan(worker, patient, alice):
         k: (results[0].probabilities[k] + results[1].probabilities[k]) / 2 for k in results[0].probabilities
     }
     assert prediction.probabilities == pytest.approx(mean, abs=1e-5)
-    assert prediction.label == max(mean, key=mean.get)
+    assert prediction.label == max(mean, key=lambda name: mean[name])
 
 
 def test_a_redelivered_message_does_nothing_twice(worker, patient, alice):

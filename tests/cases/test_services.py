@@ -5,23 +5,29 @@ from django.core.exceptions import ValidationError
 
 from cases import services
 from cases.models import Patient, Prediction
+from cases.services import prediction_runs
 from inference.models import ModelVersion
 from tests.conftest import image_bytes, upload
 
 
 def test_a_redelivered_message_takes_over_its_own_run_but_no_other(prediction):
-    first = services._prediction_claim(prediction.pk, "task-a")
+    first = prediction_runs._prediction_claim(prediction.pk, "task-a")
     assert first is not None and first.attempts == 1
-    assert services._prediction_claim(prediction.pk, "task-b") is None  # another message: nothing to do
-    again = services._prediction_claim(prediction.pk, "task-a")  # the same message, its worker died
-    assert again is not None and again.attempts == 2 and again.started_at >= first.started_at
+    assert (
+        prediction_runs._prediction_claim(prediction.pk, "task-b") is None
+    )  # another message: nothing to do
+    again = prediction_runs._prediction_claim(prediction.pk, "task-a")  # the same message, its worker died
+    assert again is not None and again.attempts == 2
+    assert first.started_at is not None and again.started_at is not None
+    assert again.started_at >= first.started_at
 
 
 def test_a_superseded_run_cannot_fail_or_release_the_new_one(prediction):
-    old = services._prediction_claim(prediction.pk, "task-a")
-    services._prediction_claim(prediction.pk, "task-a")  # redelivered: a new run took over
-    services._prediction_fail(old, "the old run's error")
-    services._prediction_release(old)
+    old = prediction_runs._prediction_claim(prediction.pk, "task-a")
+    assert old is not None
+    prediction_runs._prediction_claim(prediction.pk, "task-a")  # redelivered: a new run took over
+    prediction_runs._prediction_fail(old, "the old run's error")
+    prediction_runs._prediction_release(old)
     current = Prediction.objects.get(pk=prediction.pk)
     assert current.status == "running" and current.error == ""
 
@@ -29,8 +35,8 @@ def test_a_superseded_run_cannot_fail_or_release_the_new_one(prediction):
 def test_claims_stop_after_the_maximum_attempts(prediction, settings):
     settings.PREDICTION_MAX_ATTEMPTS = 2
     for _ in range(2):
-        assert services._prediction_claim(prediction.pk, "task-a") is not None
-    assert services._prediction_claim(prediction.pk, "task-a") is None
+        assert prediction_runs._prediction_claim(prediction.pk, "task-a") is not None
+    assert prediction_runs._prediction_claim(prediction.pk, "task-a") is None
     failed = Prediction.objects.get(pk=prediction.pk)
     assert failed.status == "failed" and failed.error == "Gave up after 2 attempts."
 

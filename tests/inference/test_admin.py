@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(django_user_model):  # type: ignore[no-untyped-def]
+def staff(django_user_model):
     return django_user_model.objects.create_superuser("root", "root@example.org", "a-long-password-123")
 
 
@@ -28,7 +28,7 @@ def versions(tmp_path: Path) -> tuple[ModelVersion, ModelVersion]:
     return a, b
 
 
-def test_changelist_shows_versions_with_balanced_accuracy(client, staff, versions) -> None:  # type: ignore[no-untyped-def]
+def test_changelist_shows_versions_with_balanced_accuracy(client, staff, versions) -> None:
     client.force_login(staff)
     response = client.get(reverse("admin:inference_modelversion_changelist"))
     assert response.status_code == 200
@@ -36,7 +36,7 @@ def test_changelist_shows_versions_with_balanced_accuracy(client, staff, version
     assert "model-a" in body and "model-b" in body and "0.500" in body
 
 
-def test_activate_action_switches_the_active_version(client, staff, versions) -> None:  # type: ignore[no-untyped-def]
+def test_activate_action_switches_the_active_version(client, staff, versions) -> None:
     a, b = versions
     client.force_login(staff)
     response = client.post(
@@ -50,7 +50,7 @@ def test_activate_action_switches_the_active_version(client, staff, versions) ->
     assert b.is_active and not a.is_active
 
 
-def test_activate_action_needs_exactly_one_version(client, staff, versions) -> None:  # type: ignore[no-untyped-def]
+def test_activate_action_needs_exactly_one_version(client, staff, versions) -> None:
     a, b = versions
     client.force_login(staff)
     response = client.post(
@@ -63,7 +63,7 @@ def test_activate_action_needs_exactly_one_version(client, staff, versions) -> N
     assert a.is_active
 
 
-def test_sha_and_metrics_are_read_only(client, staff, versions) -> None:  # type: ignore[no-untyped-def]
+def test_sha_and_metrics_are_read_only(client, staff, versions) -> None:
     a, _ = versions
     client.force_login(staff)
     response = client.post(

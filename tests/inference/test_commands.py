@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.django_db]
 
 
 @pytest.fixture
-def shipped(settings):  # type: ignore[no-untyped-def]
+def shipped(settings):
     settings.INFERENCE_WEIGHTS_DIR = SHIPPED_WEIGHTS
     return SHIPPED_WEIGHTS
 
@@ -33,7 +33,7 @@ def _png(path: Path, size: tuple[int, int] = (300, 200), value: int = 180) -> Pa
 
 
 @pytest.mark.slow
-def test_classify_json_prints_one_object_per_file_and_fails_on_a_bad_one(shipped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_classify_json_prints_one_object_per_file_and_fails_on_a_bad_one(shipped, tmp_path) -> None:
     good = _png(tmp_path / "slice.png")
     not_image = tmp_path / "notes.txt"
     not_image.write_text("not an image")
@@ -55,7 +55,7 @@ def test_classify_json_prints_one_object_per_file_and_fails_on_a_bad_one(shipped
 
 
 @pytest.mark.slow
-def test_classify_table_output(shipped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_classify_table_output(shipped, tmp_path) -> None:
     good = _png(tmp_path / "slice.png")
     out = io.StringIO()
     call_command("classify", str(good), stdout=out)
@@ -64,7 +64,7 @@ def test_classify_table_output(shipped, tmp_path) -> None:  # type: ignore[no-un
     assert str(good) in text
 
 
-def test_classify_reports_missing_and_empty_files_without_loading_tensorflow(shipped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_classify_reports_missing_and_empty_files_without_loading_tensorflow(shipped, tmp_path) -> None:
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     out = io.StringIO()
@@ -75,14 +75,14 @@ def test_classify_reports_missing_and_empty_files_without_loading_tensorflow(shi
     assert lines[1]["error"] == "the file is empty"
 
 
-def test_classify_without_an_active_version_is_a_clear_error(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_classify_without_an_active_version_is_a_clear_error(settings, tmp_path) -> None:
     settings.INFERENCE_WEIGHTS_DIR = tmp_path / "nothing-here"
     ModelVersion.objects.create(name="off", sha256="0" * 64, weights_dir="x", is_active=False)
     with pytest.raises(CommandError, match="no model version is active"):
         call_command("classify", str(_png(tmp_path / "s.png")), "--json", stdout=io.StringIO())
 
 
-def test_register_model_command_registers_and_activates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_register_model_command_registers_and_activates(tmp_path) -> None:
     directory = make_weights_dir(tmp_path / "m", "my-model", b"weights")
     out = io.StringIO()
     call_command("register_model", str(directory), "--activate", stdout=out)
@@ -94,7 +94,7 @@ def test_register_model_command_registers_and_activates(tmp_path) -> None:  # ty
 
 
 @pytest.mark.slow
-def test_evaluate_model_prints_metrics_for_a_labelled_folder(shipped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_model_prints_metrics_for_a_labelled_folder(shipped, tmp_path) -> None:
     data = tmp_path / "data"
     for c, label in enumerate(CLASS_NAMES):
         (data / label).mkdir(parents=True)
@@ -126,13 +126,13 @@ def test_evaluate_model_prints_metrics_for_a_labelled_folder(shipped, tmp_path) 
     assert "balanced accuracy" in out.getvalue() and "confusion matrix" in out.getvalue()
 
 
-def test_evaluate_model_refuses_a_missing_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_model_refuses_a_missing_folder(tmp_path) -> None:
     with pytest.raises(CommandError, match="is not a folder"):
         call_command("evaluate_model", "--data", str(tmp_path / "nope"), stdout=io.StringIO())
 
 
 @pytest.mark.slow
-def test_evaluate_model_on_the_test_block_reproduces_the_shipped_card(shipped, dataset_dir) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_model_on_the_test_block_reproduces_the_shipped_card(shipped, dataset_dir) -> None:
     # Serving (Predictor, preprocess from bytes) and the training-time evaluation must agree: the
     # same split, the same pixels, the same numbers.
     card = json.loads((shipped / "card.json").read_text())

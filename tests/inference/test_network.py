@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _layers_of(model, kind: str) -> list:  # type: ignore[no-untyped-def]
+def _layers_of(model, kind: str) -> list:
     return [layer for layer in model.layers if type(layer).__name__ == kind]
 
 

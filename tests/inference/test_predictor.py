@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from inference.preprocessing import CLASS_NAMES, preprocess
+from tests.conftest import dataset_slice
 
-from .conftest import SHIPPED_WEIGHTS, slice_bytes
+from .conftest import SHIPPED_WEIGHTS
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +29,13 @@ CLEAR_CASES = {
 
 
 @pytest.fixture(scope="module")
-def predictor():  # type: ignore[no-untyped-def]
+def predictor():
     from inference.predictor import get_predictor
 
     return get_predictor(SHIPPED_WEIGHTS)
 
 
-def test_shipped_weights_match_their_card(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_shipped_weights_match_their_card(predictor) -> None:
     card = json.loads((SHIPPED_WEIGHTS / "card.json").read_text())
     assert predictor.sha256 == card["weights"]["sha256"]
     assert predictor.name == card["name"]
@@ -43,37 +44,37 @@ def test_shipped_weights_match_their_card(predictor) -> None:  # type: ignore[no
     assert card["metrics"]["balanced_accuracy"] > card["shortcut_check"]["balanced_accuracy"] + 0.1
 
 
-def test_predictor_is_loaded_once_per_process(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_predictor_is_loaded_once_per_process(predictor) -> None:
     from inference.predictor import get_predictor
 
     assert get_predictor(SHIPPED_WEIGHTS) is predictor
     assert get_predictor(str(SHIPPED_WEIGHTS) + "/") is predictor
 
 
-def test_default_weights_come_from_settings(settings, predictor) -> None:  # type: ignore[no-untyped-def]
+def test_default_weights_come_from_settings(settings, predictor) -> None:
     from inference.predictor import get_predictor
 
     settings.INFERENCE_WEIGHTS_DIR = SHIPPED_WEIGHTS
     assert get_predictor() is predictor
 
 
-def test_missing_weights_are_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_weights_are_a_clear_error(tmp_path) -> None:
     from inference.predictor import get_predictor
 
     with pytest.raises(FileNotFoundError, match="no model.keras"):
         get_predictor(tmp_path)
 
 
-def test_shipped_weights_classify_clear_real_slices(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_shipped_weights_classify_clear_real_slices(predictor) -> None:
     assert not predictor.card["dataset"].get("limit_per_class"), "the shipped weights are a tiny test run"
-    images = [preprocess(slice_bytes(path)) for path in CLEAR_CASES]
+    images = [preprocess(dataset_slice(path)) for path in CLEAR_CASES]
     probabilities = predictor.predict(images)
     labels = [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)]
     shown = dict(zip(CLEAR_CASES, probabilities.round(3).tolist(), strict=True))
     assert labels == list(CLEAR_CASES.values()), shown
 
 
-def test_batches_give_the_same_result_as_single_images(settings, predictor) -> None:  # type: ignore[no-untyped-def]
+def test_batches_give_the_same_result_as_single_images(settings, predictor) -> None:
     rng = np.random.default_rng(0)
     images = [rng.random((256, 256, 3), dtype=np.float32) for _ in range(5)]
     predictor.batch_size = 2  # 5 images -> batches of 2, 2, 1
@@ -88,15 +89,15 @@ def test_batches_give_the_same_result_as_single_images(settings, predictor) -> N
     assert predictor.predict([]).shape == (0, 3)
 
 
-def test_wrong_input_shape_is_refused(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_input_shape_is_refused(predictor) -> None:
     with pytest.raises(ValueError, match="expected images of shape"):
         predictor.predict([np.zeros((128, 128, 3), dtype=np.float32)])
 
 
-def test_heatmap_is_a_normalised_map_over_the_input(predictor) -> None:  # type: ignore[no-untyped-def]
+def test_heatmap_is_a_normalised_map_over_the_input(predictor) -> None:
     from inference.predictor import heatmap_png
 
-    image = preprocess(slice_bytes("malignant/Malignant case (450).jpg"))
+    image = preprocess(dataset_slice("malignant/Malignant case (450).jpg"))
     heat = predictor.heatmap(image)
     assert heat.shape == (256, 256)
     assert heat.min() >= 0 and heat.max() <= 1 and heat.max() == pytest.approx(1.0)

@@ -21,8 +21,7 @@ from inference.preprocessing import (
     preprocess_gray,
     sniff_format,
 )
-
-from .conftest import slice_bytes
+from tests.conftest import dataset_slice
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
@@ -222,15 +221,14 @@ def test_pad_to_square_centres_the_image() -> None:
     assert array[:3].max() == 0 and array[7:].max() == 0 and array[3:7].min() == 255
 
 
-def test_real_wide_malignant_slice_is_padded(dataset_dir) -> None:  # type: ignore[no-untyped-def]
+def test_real_wide_malignant_slice_is_padded(dataset_dir) -> None:
     # The dataset's 623×512 and 801×512 slices (all malignant) must not be stretched: their
     # aspect ratio would give the label away.
-    import csv
+    from inference.training import read_manifest
 
-    with (dataset_dir / "manifest.csv").open() as handle:
-        wide = next(r for r in csv.DictReader(handle) if int(r["width"]) > 700)
-    out = preprocess(slice_bytes(wide["path"]))[:, :, 0]
-    band = round((1 - int(wide["height"]) / int(wide["width"])) / 2 * IMAGE_SIZE)
+    wide = next(r for r in read_manifest(dataset_dir) if r.width > 700)
+    out = preprocess(dataset_slice(wide.path))[:, :, 0]
+    band = round((1 - wide.height / wide.width) / 2 * IMAGE_SIZE)
     assert band > 40
     assert out[: band - 2].max() == 0 and out[-(band - 2) :].max() == 0
     assert out[band + 2 : -(band + 2)].max() > 0.5
@@ -250,6 +248,6 @@ def test_jpeg_pixel_limit_is_checked_from_the_header() -> None:
         decode_image(_jpeg_with_size(30000, 30000), max_pixels=40_000_000)
 
 
-def test_real_slice_decodes_to_grayscale(dataset_dir) -> None:  # type: ignore[no-untyped-def]
-    image = decode_image(slice_bytes("normal/Normal case (1).jpg"), max_pixels=40_000_000)
+def test_real_slice_decodes_to_grayscale(dataset_dir) -> None:
+    image = decode_image(dataset_slice("normal/Normal case (1).jpg"), max_pixels=40_000_000)
     assert image.mode == "L" and image.size == (512, 512)

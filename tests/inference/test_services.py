@@ -54,7 +54,7 @@ def test_register_is_idempotent_by_sha(tmp_path: Path) -> None:
     assert ModelVersion.objects.count() == 1
 
 
-def test_weights_dir_inside_the_project_is_stored_relative(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_weights_dir_inside_the_project_is_stored_relative(settings, tmp_path: Path) -> None:
     settings.BASE_DIR = tmp_path
     directory = make_weights_dir(tmp_path / "inference" / "weights", "shipped", b"w")
     version = model_version_register(weights_dir=directory)
@@ -95,7 +95,7 @@ def test_database_refuses_two_active_versions(tmp_path: Path) -> None:
         ModelVersion.objects.create(name="b", sha256="b" * 64, weights_dir="x", is_active=True)
 
 
-def test_active_version_registers_the_shipped_weights_when_none_exists(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_active_version_registers_the_shipped_weights_when_none_exists(settings, tmp_path: Path) -> None:
     settings.INFERENCE_WEIGHTS_DIR = make_weights_dir(tmp_path / "shipped", "shipped-model", b"shipped")
     assert not ModelVersion.objects.exists()
     version = model_version_active()
@@ -104,14 +104,14 @@ def test_active_version_registers_the_shipped_weights_when_none_exists(settings,
     assert ModelVersion.objects.count() == 1
 
 
-def test_active_version_does_not_reactivate_when_all_were_switched_off(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_active_version_does_not_reactivate_when_all_were_switched_off(settings, tmp_path: Path) -> None:
     settings.INFERENCE_WEIGHTS_DIR = make_weights_dir(tmp_path / "shipped", "shipped-model", b"shipped")
     model_version_register(weights_dir=make_weights_dir(tmp_path / "a", "a", b"a"))
     with pytest.raises(ModelVersion.DoesNotExist, match="no model version is active"):
         model_version_active()
 
 
-def test_the_real_shipped_weights_register_by_default(settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_real_shipped_weights_register_by_default(settings) -> None:
     shipped = Path(settings.BASE_DIR) / "inference" / "weights"
     settings.INFERENCE_WEIGHTS_DIR = shipped
     version = model_version_active()

@@ -225,7 +225,7 @@ def test_tiny_training_run_writes_a_complete_card(tmp_path: Path) -> None:
     assert card["command"].startswith("TF_INTRA_OP_THREADS=")
     assert "--epochs 1" in card["command"] and "--variant published" in card["command"]
 
-    from inference.hashing import file_sha256
+    from inference.artifacts import file_sha256
 
     assert card["weights"]["sha256"] == file_sha256(out / "model.keras")
     markdown = (out / "MODEL_CARD.md").read_text()

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from inference.preprocessing import CLASS_NAMES, ImageDecodeError, decode_image, preprocess
+from inference.preprocessing import (
+    CLASS_NAMES,
+    ImageDecodeError,
+    decode_image,
+    most_probable,
+    named_probabilities,
+    preprocess,
+)
+
+if TYPE_CHECKING:
+    from inference.models import ModelVersion
 
 
 class Command(BaseCommand):
@@ -25,63 +36,33 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from inference.services import model_version_active
-
-        try:
-            version = model_version_active()
-        except DatabaseError as exc:
-            raise CommandError(
-                f"cannot read the model versions ({exc}); run `python manage.py migrate` first"
-            ) from exc
-        except Exception as exc:
-            raise CommandError(f"no usable model version: {exc}") from exc
-
+        version = _active_version()
         # Decode everything first so that all readable slices go through the network in batches.
-        readable: list[tuple[int, Any]] = []
         results: list[dict[str, Any]] = []
+        readable: list[tuple[int, Any]] = []
         for index, path in enumerate(options["files"]):
             results.append({"file": str(path)})
-            try:
-                data = path.read_bytes()
-                image = decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
-            except ImageDecodeError as exc:
-                results[index]["error"] = str(exc)
-                continue
-            except IsADirectoryError:
-                results[index]["error"] = "is a folder, not a file"
-                continue
-            except FileNotFoundError:
-                results[index]["error"] = "no such file"
-                continue
-            except OSError as exc:
-                results[index]["error"] = f"cannot read the file ({exc.strerror or exc})"
-                continue
-            readable.append((index, preprocess(image)))
-
+            array, error = _read_slice(path)
+            if error is not None:
+                results[index]["error"] = error
+            else:
+                readable.append((index, array))
         if readable:
-            from inference.predictor import get_predictor
-
-            predictor = get_predictor(version.weights_path)
-            probabilities = predictor.predict([array for _, array in readable])
-            for (index, _), row in zip(readable, probabilities, strict=True):
-                results[index].update(
-                    {
-                        "label": CLASS_NAMES[int(row.argmax())],
-                        "probabilities": {name: float(p) for name, p in zip(CLASS_NAMES, row, strict=True)},
-                        "model_version": version.name,
-                    }
-                )
+            _classify(readable, results, version)
 
         failures = [r for r in results if "error" in r]
         if options["json"]:
-            for result in results:
-                if "error" in result:
-                    result["model_version"] = version.name
-                self.stdout.write(json.dumps(result))
+            self._json_lines(results, version.name)
         else:
             self._table(results, version.name)
         if failures:
             raise CommandError(f"{len(failures)} of {len(results)} files could not be classified")
+
+    def _json_lines(self, results: list[dict[str, Any]], version: str) -> None:
+        for result in results:
+            if "error" in result:
+                result["model_version"] = version
+            self.stdout.write(json.dumps(result))
 
     def _table(self, results: list[dict[str, Any]], version: str) -> None:
         width = max(len("file"), *(len(r["file"]) for r in results))
@@ -95,3 +76,46 @@ class Command(BaseCommand):
             else:
                 probs = "  ".join(f"{r['probabilities'][n]:>9.3f}" for n in CLASS_NAMES)
                 self.stdout.write(f"{r['file']:<{width}}  {r['label']:<9}  {probs}")
+
+
+def _active_version() -> ModelVersion:
+    from inference.services import model_version_active
+
+    try:
+        return model_version_active()
+    except DatabaseError as exc:
+        raise CommandError(
+            f"cannot read the model versions ({exc}); run `python manage.py migrate` first"
+        ) from exc
+    except Exception as exc:
+        raise CommandError(f"no usable model version: {exc}") from exc
+
+
+def _read_slice(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """The preprocessed slice in `path`, or None and why it cannot be read."""
+    try:
+        data = path.read_bytes()
+        image = decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
+    except ImageDecodeError as exc:
+        return None, str(exc)
+    except IsADirectoryError:
+        return None, "is a folder, not a file"
+    except FileNotFoundError:
+        return None, "no such file"
+    except OSError as exc:
+        return None, f"cannot read the file ({exc.strerror or exc})"
+    return preprocess(image), None
+
+
+def _classify(readable: list[tuple[int, Any]], results: list[dict[str, Any]], version: ModelVersion) -> None:
+    """Run the readable slices through the version's model in batches; add each one's label and
+    probabilities to its result."""
+    from inference.predictor import get_predictor
+
+    predictor = get_predictor(version.weights_path)
+    probabilities = predictor.predict([array for _, array in readable])
+    for (index, _), row in zip(readable, probabilities, strict=True):
+        named = named_probabilities(row)
+        results[index].update(
+            {"label": most_probable(named), "probabilities": named, "model_version": version.name}
+        )

@@ -1,0 +1,40 @@
+"""Everything that writes to the clinical record, one module per concern.
+
+`accounts` (clinicians and care teams), `patients`, `uploads` (checking and storing a study's
+slices), `reviews`, `predictions` (asking for one: request, rerun, the sweep) and `prediction_runs`
+(the worker's state machine: claim, run, store, fail, release). Functions are `<noun>_<verb>` with
+keyword-only arguments; the public ones are re-exported here, so callers write
+`services.scan_upload(...)`.
+"""
+
+from .accounts import user_create
+from .patients import patient_create, patient_update
+from .prediction_runs import PredictionRetry, prediction_execute
+from .predictions import (
+    PredictionConflict,
+    prediction_enqueue,
+    prediction_request,
+    prediction_rerun,
+    predictions_sweep,
+)
+from .reviews import review_submit
+from .uploads import CheckedSlice, UploadError, display_name, scan_upload, slice_check
+
+__all__ = [
+    "CheckedSlice",
+    "PredictionConflict",
+    "PredictionRetry",
+    "UploadError",
+    "display_name",
+    "patient_create",
+    "patient_update",
+    "prediction_enqueue",
+    "prediction_execute",
+    "prediction_request",
+    "prediction_rerun",
+    "predictions_sweep",
+    "review_submit",
+    "scan_upload",
+    "slice_check",
+    "user_create",
+]

@@ -1,0 +1,174 @@
+"""The worker's state machine for one prediction: claim, run the CNN, store once, or fail or
+release it for a retry.
+
+queued -> running is claimed with a conditional UPDATE that counts the attempt, so a message
+delivered twice finds nothing to claim; results are stored only while the row is still the run
+that was claimed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from inference.preprocessing import ImageDecodeError, decode_image, named_probabilities, preprocess
+
+from ..models import Prediction, Slice, SliceResult
+from .storage import file_save, files_delete
+
+logger = logging.getLogger(__name__)
+
+
+class PredictionRetry(Exception):
+    """A transient failure: the prediction was put back in the queue and should be retried."""
+
+
+class PermanentFailure(Exception):
+    """A reason that retrying will not fix, worded for a clinician."""
+
+
+def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
+    """Run the CNN for one queued prediction and store its result; a no-op if it is not ours."""
+    prediction = _prediction_claim(prediction_id, task_id)
+    if prediction is None:
+        return
+    stored: list[str] = []
+    try:
+        _run(prediction, stored)
+    except PermanentFailure as exc:
+        files_delete(stored)
+        _prediction_fail(prediction, str(exc))
+    except DatabaseError as exc:
+        files_delete(stored)
+        connection.close()  # the connection may be dead (server restart, failover): start afresh
+        _prediction_release(prediction)
+        raise PredictionRetry(f"database error: {exc}") from exc
+    except Exception as exc:
+        files_delete(stored)
+        logger.exception("prediction %s failed", prediction_id)
+        if prediction.attempts >= settings.PREDICTION_MAX_ATTEMPTS:
+            _prediction_fail(
+                prediction,
+                f"The model could not classify this scan after {prediction.attempts} attempts "
+                f"({type(exc).__name__}: {exc}).",
+            )
+            return
+        _prediction_release(prediction)
+        raise PredictionRetry(str(exc)) from exc
+
+
+def _run(prediction: Prediction, stored: list[str]) -> None:
+    """Classify every slice and store the outcome; names of files written go into `stored`."""
+    from inference.predictor import get_predictor, heatmap_png  # TensorFlow: only in workers
+
+    slices = list(prediction.scan.slices.order_by("position"))
+    if not slices:
+        raise PermanentFailure("The scan has no slices.")
+    inputs = _load_inputs(slices)
+    try:
+        predictor = get_predictor(prediction.model_version.weights_path)
+    except (OSError, ValueError) as exc:
+        raise PermanentFailure(
+            f"Model version {prediction.model_version} could not be loaded: {exc}"
+        ) from exc
+    started = time.perf_counter()
+    probabilities = predictor.predict(inputs)
+    inference_seconds = time.perf_counter() - started
+    results = []
+    for item, image, row in zip(slices, inputs, probabilities, strict=True):
+        heat_name = file_save("heatmaps", "png", heatmap_png(image, predictor.heatmap(image)))
+        stored.append(heat_name)
+        results.append(
+            SliceResult(
+                prediction=prediction,
+                slice=item,
+                heatmap=heat_name,
+                **SliceResult.result_fields(named_probabilities(row)),
+            )
+        )
+    mean = named_probabilities(probabilities.mean(axis=0))
+    if not _prediction_store(prediction, results, mean, inference_seconds):
+        files_delete(stored)  # another run of this prediction finished first
+
+
+def _load_inputs(slices: Sequence[Slice]) -> list[np.ndarray]:
+    inputs = []
+    for item in slices:
+        try:
+            with default_storage.open(item.image.name, "rb") as handle:
+                data = handle.read()
+            inputs.append(preprocess(decode_image(data)))
+        except (OSError, ImageDecodeError) as exc:
+            raise PermanentFailure(
+                f"Slice {item.position + 1} ({item.original_name}) could not be read: {exc}"
+            ) from exc
+    return inputs
+
+
+def _prediction_claim(prediction_id: int, task_id: str) -> Prediction | None:
+    """queued -> running, counting the attempt in the database.
+
+    A message redelivered because its worker died (same task id) may take over its own
+    `running` row; any other copy of the message finds nothing to claim.
+    """
+    claimable = Q(status=Prediction.Status.QUEUED)
+    if task_id:
+        claimable |= Q(status=Prediction.Status.RUNNING, task_id=task_id)
+    claimed = Prediction.objects.filter(claimable, pk=prediction_id).update(
+        status=Prediction.Status.RUNNING,
+        task_id=task_id,
+        started_at=timezone.now(),
+        attempts=F("attempts") + 1,
+    )
+    if not claimed:
+        return None
+    prediction = Prediction.objects.select_related("model_version").get(pk=prediction_id)
+    if prediction.attempts > settings.PREDICTION_MAX_ATTEMPTS:
+        _prediction_fail(prediction, f"Gave up after {settings.PREDICTION_MAX_ATTEMPTS} attempts.")
+        return None
+    return prediction
+
+
+def _our_run(prediction: Prediction) -> QuerySet[Prediction]:
+    """The row, only while it is still the run we claimed (a takeover changes started_at)."""
+    return Prediction.objects.filter(
+        pk=prediction.pk, status=Prediction.Status.RUNNING, started_at=prediction.started_at
+    )
+
+
+def _prediction_fail(prediction: Prediction, reason: str) -> None:
+    _our_run(prediction).update(
+        status=Prediction.Status.FAILED, error=reason[:2000], finished_at=timezone.now()
+    )
+
+
+def _prediction_release(prediction: Prediction) -> None:
+    """running -> queued, so that a retry (or the sweep) can claim it again."""
+    _our_run(prediction).update(status=Prediction.Status.QUEUED, queued_at=timezone.now())
+
+
+def _prediction_store(
+    prediction: Prediction, results: list[SliceResult], mean: dict[str, float], inference_seconds: float
+) -> bool:
+    """Store the outcome once; False when the prediction is no longer ours to finish."""
+    with transaction.atomic():
+        current = Prediction.objects.select_for_update().get(pk=prediction.pk)
+        if current.status != Prediction.Status.RUNNING or current.started_at != prediction.started_at:
+            return False
+        SliceResult.objects.bulk_create(results)
+        for field, value in Prediction.result_fields(mean).items():
+            setattr(current, field, value)
+        current.status = Prediction.Status.SUCCEEDED
+        current.error = ""
+        current.finished_at = timezone.now()
+        current.inference_seconds = inference_seconds
+        current.save()
+    return True
