@@ -65,7 +65,6 @@ class ScanUploadForm(forms.ModelForm):
                 attrs={"accept": ",".join(content_type for content_type, _ in ACCEPTED_FORMATS.values())}
             ),
         )
-        self.order_fields(["files", "study_date", "note"])
         self.fields["study_date"].required = False  # the service uses today when it is left empty
 
 

@@ -20,15 +20,15 @@ PatientT = TypeVar("PatientT", bound=Patient)
 
 def signed_in(user: Viewer) -> User:
     """The user behind a login-required page or an authenticated API call, as a User."""
-    if not isinstance(user, User):  # unreachable behind login_required / IsAuthenticated
+    if not user.is_authenticated:  # unreachable behind login_required / IsAuthenticated
         raise PermissionDenied("Log in first.")
     return user
 
 
 def teams_for(user: Viewer) -> QuerySet[CareTeam]:
-    if not isinstance(user, User) or not user.is_active:
+    if not user.is_authenticated or not user.is_active:
         return CareTeam.objects.none()
-    return CareTeam.objects.filter(members=user)
+    return CareTeam.objects.filter(members__pk=user.pk)
 
 
 def patients_for(user: Viewer) -> QuerySet[Patient]:

@@ -17,13 +17,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.models import ModelVersion
-from inference.preprocessing import CLASS_NAMES
+from inference.preprocessing import ACCEPTED_FORMATS_TEXT, CLASS_NAMES
 from inference.services import model_version_active
 
 from . import selectors, services
 from .files import heatmap_response, slice_image_response, slice_thumbnail_response
 from .forms import PatientForm, ReviewForm, ScanUploadForm
-from .http import error_response
+from .http import error_response, wants_json
 from .models import Prediction
 from .urls_converters import ID_REGEX
 
@@ -119,7 +119,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(request.user, pk)
-    wants_json = "application/json" in request.headers.get("Accept", "")
+    json_wanted = wants_json(request)
     form = ScanUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST":
         if form.is_valid():
@@ -137,10 +137,10 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.success(
                     request, f"{scan.slices.count()} slice(s) uploaded; the prediction is queued."
                 )
-                if wants_json:
+                if json_wanted:
                     return JsonResponse({"redirect": scan.get_absolute_url()}, status=201)
                 return redirect(scan)
-        if wants_json:
+        if json_wanted:
             return _form_error_response(form)
         status = 400
     else:
@@ -148,6 +148,7 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "patient": patient,
         "form": form,
+        "accepted_formats": ACCEPTED_FORMATS_TEXT,
         "max_files": settings.UPLOAD_MAX_FILES,
         "max_mb": settings.UPLOAD_MAX_FILE_BYTES // (1024 * 1024),
     }

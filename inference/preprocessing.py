@@ -89,6 +89,8 @@ def inspect(data: bytes, *, max_pixels: int | None = None) -> Inspection:
         image = _open(data, header_size, max_pixels)
         _load(image, max_pixels)
     fmt = (image.format or kind).upper()
+    if fmt not in ACCEPTED_FORMATS:  # e.g. a multi-picture JPEG (MPO), which Pillow opens as JPEG
+        raise ImageDecodeError(NOT_ACCEPTED_MESSAGE)
     try:
         oriented = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not make a readable slice unusable
@@ -203,14 +205,14 @@ def pad_to_square(image: Image.Image, *, fill: int = 0) -> Image.Image:
     return canvas
 
 
-def preprocess_gray(image: Image.Image | bytes) -> np.ndarray:
-    """uint8 (IMAGE_SIZE, IMAGE_SIZE): grayscale, padded to square, resized. Training caches
-    this form; `preprocess` turns it into the network's input."""
+def preprocess_gray(image: Image.Image | bytes, *, size: int = IMAGE_SIZE) -> np.ndarray:
+    """uint8 (size, size): grayscale, padded to square, resized. Training caches this form;
+    `preprocess` turns it into the network's input."""
     if isinstance(image, bytes | bytearray | memoryview):
         image = decode_image(bytes(image))
     square = pad_to_square(to_grayscale(image))
-    if square.size != (IMAGE_SIZE, IMAGE_SIZE):
-        square = square.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    if square.size != (size, size):
+        square = square.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(square, dtype=np.uint8)
 
 
@@ -220,6 +222,6 @@ def gray_to_input(gray: np.ndarray) -> np.ndarray:
     return np.repeat(scaled[..., np.newaxis], 3, axis=-1)
 
 
-def preprocess(image: Image.Image | bytes) -> np.ndarray:
-    """The network's input: float32 (256, 256, 3) in [0, 1]."""
-    return gray_to_input(preprocess_gray(image))
+def preprocess(image: Image.Image | bytes, *, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The network's input: float32 (size, size, 3) in [0, 1]."""
+    return gray_to_input(preprocess_gray(image, size=size))

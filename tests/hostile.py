@@ -56,6 +56,14 @@ def big_noise_png() -> bytes:
     return buffer.getvalue()
 
 
+def multi_picture_jpeg() -> bytes:
+    """An MPO: several pictures in one JPEG file (some cameras), which Pillow opens as JPEG."""
+    buffer = io.BytesIO()
+    picture = Image.new("RGB", (32, 32), (90, 90, 90))
+    picture.save(buffer, format="MPO", save_all=True, append_images=[picture])
+    return buffer.getvalue()
+
+
 def corpus(max_file_bytes: int) -> list[tuple[str, bytes, str]]:
     png, jpeg = _png(), _encode("JPEG")
     assert len(big_noise_png()) > max_file_bytes, "the oversized entry must exceed the limit under test"
@@ -77,6 +85,7 @@ def corpus(max_file_bytes: int) -> list[tuple[str, bytes, str]]:
         ("huge-header.jpg", jpeg_with_huge_header(), "pixels"),
         ("wide.png", _png((9000, 1)), "longest side"),
         ("animated.gif", _encode("GIF", mode="L"), "not a jpeg or png"),
+        ("camera.jpg", multi_picture_jpeg(), "not a jpeg or png"),
         ("bitmap.png", _encode("BMP"), "not a jpeg or png"),
         ("scan.tiff", _encode("TIFF"), "not a jpeg or png"),
         ("photo.webp", _encode("WEBP"), "not a jpeg or png"),

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATASET
 from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -41,10 +40,8 @@ def page(tmp_path):
         browser.close()
 
 
-def test_clinician_classifies_a_slice_in_the_browser(page, live_server, worker, alice, tmp_path):
-    slice_path = DATASET / "malignant" / "Malignant case (1).jpg"
-    if not slice_path.exists():
-        pytest.skip(f"the shared dataset is not at {DATASET}")
+def test_clinician_classifies_a_slice_in_the_browser(page, live_server, worker, alice, tmp_path, dataset_dir):
+    slice_path = dataset_dir / "malignant" / "Malignant case (1).jpg"
 
     page.goto(f"{live_server.url}/")
     assert "/accounts/login/" in page.url  # anonymous visitors are sent to log in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
@@ -11,7 +12,7 @@ from ..models import CareTeam
 
 def user_create(*, username: str, password: str, team_name: str, is_admin: bool = False) -> User:
     """Create a clinician (or an admin) in a care team, creating the team when new."""
-    user = User(username=username, is_staff=is_admin, is_superuser=is_admin)
+    user: User = get_user_model()(username=username, is_staff=is_admin, is_superuser=is_admin)
     validate_password(password, user)
     user.full_clean(exclude=["password"])
     with transaction.atomic():

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from inference.preprocessing import (
+    ACCEPTED_FORMATS_TEXT,
     CLASS_NAMES,
     ImageDecodeError,
     decode_image,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 class Command(BaseCommand):
     help = (
-        "Classify CT slices (JPEG or PNG) with the active model version. --json prints one JSON "
+        f"Classify CT slices ({ACCEPTED_FORMATS_TEXT}) with the active model version. --json prints one JSON "
         "object per file and line; a file that cannot be read gets an error line, and the command "
         "exits non-zero after classifying the others."
     )
