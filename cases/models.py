@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from inference.preprocessing import CLASS_NAMES, most_probable
+from inference.study import RULE_SUMMARY
 
 LABEL_CHOICES = [(name, name.capitalize()) for name in CLASS_NAMES]
 
@@ -161,10 +162,7 @@ class Prediction(Probabilities):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
-    AGGREGATION_RULE = (
-        "The scan's probabilities are the mean of its slices' probabilities; "
-        "its label is the class with the highest mean."
-    )
+    AGGREGATION_RULE = RULE_SUMMARY
 
     scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="predictions")
     model_version = models.ForeignKey(
@@ -182,6 +180,16 @@ class Prediction(Probabilities):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     inference_seconds = models.FloatField(null=True, blank=True)
+    # The study-level result (inference.study): what a clinician reads first.
+    suspicion = models.FloatField(
+        null=True, blank=True, help_text="calibrated probability of malignancy of the study"
+    )
+    suspicious_slices = models.PositiveIntegerField(null=True, blank=True)
+    not_assessable_slices = models.PositiveIntegerField(default=0)
+    finding = models.CharField(max_length=300, blank=True, help_text="the study rule's conclusion, in words")
+    weights_sha256 = models.JSONField(
+        default=dict, blank=True, help_text="SHA-256 of each weights file that produced this result"
+    )
 
     objects = PredictionQuerySet.as_manager()
 
@@ -195,8 +203,8 @@ class Prediction(Probabilities):
                 name="prediction_status_valid",
             ),
             models.CheckConstraint(
-                condition=~Q(status="succeeded") | (Q(p_normal__isnull=False) & ~Q(label="")),
-                name="prediction_succeeded_has_result",
+                condition=~Q(status="succeeded") | ~Q(finding=""),
+                name="prediction_succeeded_has_finding",
             ),
         ]
 
@@ -221,6 +229,18 @@ class Prediction(Probabilities):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def most_suspicious_first(self) -> list[SliceResult]:
+        """The assessable slices' results, the most suspicious for malignancy first (prefetched)."""
+        assessable = [r for r in self.slice_results.all() if r.assessable and r.p_malignant is not None]
+        return sorted(assessable, key=lambda r: (-(r.p_malignant or 0.0), r.slice_id))
+
+    @property
+    def results_for_reading(self) -> list[SliceResult]:
+        """Most suspicious first, then the slices that were not assessable, by position."""
+        rest = [r for r in self.slice_results.all() if not r.assessable or r.p_malignant is None]
+        return [*self.most_suspicious_first, *sorted(rest, key=lambda r: r.slice.position)]
 
     @classmethod
     def staleness_limits(cls) -> dict[str, tuple[str, timedelta]]:
@@ -259,6 +279,8 @@ class SliceResult(Probabilities):
     prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="slice_results")
     slice = models.ForeignKey(Slice, on_delete=models.CASCADE, related_name="results")
     heatmap = models.FileField(max_length=200, blank=True)
+    assessable = models.BooleanField(default=True)
+    reason = models.CharField(max_length=300, blank=True, help_text="why the slice was not assessable")
 
     class Meta:
         ordering = ["slice__position"]

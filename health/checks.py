@@ -46,12 +46,14 @@ def workers() -> Check:
 
 
 def model_version() -> Check:
-    from inference.services import model_version_active
+    """The active model version, with its weights present and unchanged (SHA-256)."""
+    from inference.services import model_version_active, model_version_verify
 
     try:
         version = model_version_active()
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"
-    if not version.weights_path.exists():
-        return False, f"{version.name}: weights missing at {version.weights_path}"
+    problem = model_version_verify(version)
+    if problem is not None:
+        return False, f"{version.name}: {problem}"
     return True, version.name

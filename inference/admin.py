@@ -13,8 +13,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("name", "is_active", "balanced_accuracy_display", "created_at")
     list_filter = ("is_active", "created_at")
     search_fields = ("name", "sha256")
-    readonly_fields = ("sha256", "metrics", "created_at", "is_active")
-    fields = ("name", "weights_dir", "sha256", "is_active", "metrics", "created_at")
+    # What a version runs is fixed at registration: its folder and hashes cannot be repointed.
+    readonly_fields = ("weights_dir", "sha256", "files", "metrics", "created_at", "is_active")
+    fields = ("name", "weights_dir", "sha256", "files", "is_active", "metrics", "created_at")
     ordering = ("-created_at",)
     actions = ["activate_selected"]
 

@@ -11,13 +11,25 @@ class ModelVersion(models.Model):
     """One set of trained weights: what the portal can list, switch and record on a prediction."""
 
     name = models.CharField(max_length=120, unique=True)
-    sha256 = models.CharField("SHA-256", max_length=64, unique=True, help_text="SHA-256 of the weights file")
+    sha256 = models.CharField(
+        "SHA-256",
+        max_length=64,
+        unique=True,
+        help_text="identifies the weights: the file's SHA-256, or for an ensemble that of its members",
+    )
+    files = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="SHA-256 of every weights file, checked whenever the weights are loaded",
+    )
     weights_dir = models.CharField(
         max_length=500,
-        help_text="folder with model.keras and card.json; relative to the project when inside it",
+        help_text="folder with the weights and card.json; relative to the project when inside it",
     )
     metrics = models.JSONField(
-        default=dict, blank=True, help_text="held-out test metrics from the model card"
+        default=dict,
+        blank=True,
+        help_text="measured performance from the model card (cross-validated for ensembles)",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     is_active = models.BooleanField(default=False, db_index=True)

@@ -1,4 +1,5 @@
-"""Serving: load weights once per process, classify batches, explain with Grad-CAM.
+"""Serving: load verified weights once per process, classify batches into calibrated
+probabilities, say which images are not assessable, explain with Grad-CAM.
 
 TensorFlow is imported only when a Predictor is built, never at import time: the web process
 imports this module (for `heatmap_png`) without paying for TensorFlow.
@@ -7,36 +8,47 @@ imports this module (for `heatmap_png`) without paying for TensorFlow.
 from __future__ import annotations
 
 import io
-import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .artifacts import CARD_FILE, WEIGHTS_FILE, file_sha256
-from .preprocessing import CLASS_NAMES, IMAGE_SIZE
+from .artifacts import files_state, read_card, verified_hashes, version_sha256
+from .assessability import Limits, slice_features
+from .calibration import apply_temperature
+from .preprocessing import CLASS_NAMES, IMAGE_SIZE, Inspection
+from .study import StudyRule
 
-_cache: dict[tuple[str, int, int], Predictor] = {}
+_cache: dict[tuple[Any, ...], Predictor] = {}
 _cache_lock = threading.Lock()
 
 
 class Predictor:
-    """A loaded model. Build it with `get_predictor`, which caches one per weights folder."""
+    """A loaded model (one network or an ensemble averaging its members' probabilities). Build it
+    with `get_predictor`, which caches one per weights folder."""
 
-    def __init__(self, weights_dir: Path | str, *, batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        weights_dir: Path | str,
+        *,
+        expected_hashes: Mapping[str, str] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         from .runtime import configure_tensorflow
 
         self.weights_dir = Path(weights_dir).resolve()
-        self.weights_path = self.weights_dir / WEIGHTS_FILE
-        if not self.weights_path.is_file():
-            raise FileNotFoundError(f"no {WEIGHTS_FILE} in {self.weights_dir}")
-        card_path = self.weights_dir / CARD_FILE
-        self.card: dict[str, Any] = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        self.sha256: str = file_sha256(self.weights_path)
+        self.card: dict[str, Any] = read_card(self.weights_dir)
+        self.hashes = verified_hashes(self.weights_dir, self.card, expected_hashes)
+        self.sha256: str = version_sha256(self.hashes)
         self.name: str = str(self.card.get("name") or f"model-{self.sha256[:12]}")
+        self.image_size = int(self.card.get("image_size") or IMAGE_SIZE)
+        self.temperature = float((self.card.get("calibration") or {}).get("temperature") or 1.0)
+        self.rule = StudyRule.from_card(self.card)
+        limits = (self.card.get("assessability") or {}).get("limits")
+        self.limits: Limits | None = Limits.from_dict(limits) if limits else None
         if batch_size is None:
             batch_size = _setting("INFERENCE_BATCH_SIZE", 16)
         self.batch_size = max(1, int(batch_size))
@@ -45,56 +57,35 @@ class Predictor:
         import keras
         import tensorflow as tf
 
-        from .network import last_conv_layer_name
-
-        self.model = keras.models.load_model(self.weights_path, compile=False)
-        spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)
-        model = self.model
-        # One compiled graph for every batch size: no per-call retracing, no model.predict overhead.
-        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-
-        # Grad-CAM: the last convolution's feature maps and the class scores *before* softmax
-        # (gradients of a saturated probability vanish).
-        head = model.get_layer("probabilities")
-        conv_name = last_conv_layer_name(model)
-        explainer = keras.Model(model.inputs, [model.get_layer(conv_name).output, head.input])
-        kernel, bias = head.kernel, head.bias
-
-        def gradcam(x: Any) -> Any:
-            with tf.GradientTape() as tape:
-                features, hidden = explainer(x, training=False)
-                tape.watch(features)
-                logits = tf.matmul(hidden, kernel) + bias
-                target = tf.argmax(logits[0])
-                score = logits[0, target]
-            grads = tape.gradient(score, features)
-            channel_weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-            cam = tf.nn.relu(tf.reduce_sum(features * channel_weights, axis=-1, keepdims=True))
-            cam = tf.image.resize(cam, (IMAGE_SIZE, IMAGE_SIZE), method="bilinear")[0, :, :, 0]
-            peak = tf.reduce_max(cam)
-            return tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam))
-
-        self._gradcam = tf.function(gradcam, input_signature=[spec])
-        self.conv_layer = conv_name
+        self.members = [
+            keras.models.load_model(self.weights_dir / name, compile=False) for name in self.hashes
+        ]
+        spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32)
+        members = self.members
+        # One compiled graph for every batch size and all members: no per-call retracing.
+        self._forward = tf.function(
+            lambda x: tf.add_n([member(x, training=False) for member in members]) / len(members),
+            input_signature=[spec],
+        )
+        self._gradcam, self.conv_layer = _gradcam_function(members[0], spec, self.image_size)
 
     def __repr__(self) -> str:
         return f"<Predictor {self.name} {self.sha256[:12]}>"
 
-    @staticmethod
-    def _as_batch(images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    def _as_batch(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         array = np.asarray(images, dtype=np.float32)
         if array.ndim == 3:
             array = array[np.newaxis]
-        if array.ndim != 4 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        size = self.image_size
+        if array.ndim != 4 or array.shape[1:] != (size, size, 3):
             raise ValueError(
-                f"expected images of shape ({IMAGE_SIZE}, {IMAGE_SIZE}, 3) from preprocess(), got "
+                f"expected images of shape ({size}, {size}, 3) from preprocess(size={size}), got "
                 f"{array.shape[1:] if array.ndim == 4 else array.shape}"
             )
         return array
 
-    def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Probabilities (n, 3), columns in CLASS_NAMES order, rows summing to 1; the images are
-        `preprocess` outputs, run in batches of settings.INFERENCE_BATCH_SIZE."""
+    def predict_uncalibrated(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """The members' mean probabilities (n, 3) before calibration, columns in CLASS_NAMES order."""
         if len(images) == 0:
             return np.zeros((0, len(CLASS_NAMES)), dtype=np.float64)
         batch = self._as_batch(images)
@@ -105,16 +96,57 @@ class Predictor:
         probabilities = np.concatenate(outputs, axis=0).astype(np.float64)
         return probabilities / probabilities.sum(axis=1, keepdims=True)
 
-    def labels(self, probabilities: np.ndarray) -> list[str]:
-        return [CLASS_NAMES[i] for i in np.asarray(probabilities).argmax(axis=1)]
+    def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (n, 3), columns in CLASS_NAMES order, rows summing to 1; the
+        images are `preprocess(size=self.image_size)` outputs, run in batches of
+        settings.INFERENCE_BATCH_SIZE."""
+        raw = self.predict_uncalibrated(images)
+        return apply_temperature(raw, self.temperature) if len(raw) else raw
+
+    def not_assessable_reason(self, inspection: Inspection) -> str | None:
+        """Why this image is unlike the CT slices the model knows, or None where it is like them."""
+        if self.limits is None:
+            return None
+        return self.limits.reason(slice_features(inspection.image, colour=inspection.colour))
 
     def heatmap(self, image: np.ndarray) -> np.ndarray:
-        """Grad-CAM for the predicted class on the last convolution: float32 (256, 256) in [0, 1],
-        aligned with the (padded, resized) model input."""
+        """Grad-CAM of the first member for its predicted class on the last convolution: float32
+        (size, size) in [0, 1], aligned with the (padded, resized) model input."""
         batch = self._as_batch(image)
         if len(batch) != 1:
             raise ValueError("heatmap() explains one image at a time")
         return self._gradcam(batch).numpy().astype(np.float32)
+
+
+def _gradcam_function(model: Any, spec: Any, size: int) -> tuple[Any, str]:
+    """A compiled Grad-CAM for `model`: the last convolution's feature maps weighted by the
+    gradient of the top class score *before* softmax (gradients of a saturated probability
+    vanish), resized to the input."""
+    import keras
+    import tensorflow as tf
+
+    from .network import last_conv_layer_name
+
+    head = model.get_layer("probabilities")
+    conv_name = last_conv_layer_name(model)
+    explainer = keras.Model(model.inputs, [model.get_layer(conv_name).output, head.input])
+    kernel, bias = head.kernel, head.bias
+
+    def gradcam(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            features, hidden = explainer(x, training=False)
+            tape.watch(features)
+            logits = tf.matmul(hidden, kernel) + bias
+            target = tf.argmax(logits[0])
+            score = logits[0, target]
+        grads = tape.gradient(score, features)
+        channel_weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(features * channel_weights, axis=-1, keepdims=True))
+        cam = tf.image.resize(cam, (size, size), method="bilinear")[0, :, :, 0]
+        peak = tf.reduce_max(cam)
+        return tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), tf.zeros_like(cam))
+
+    return tf.function(gradcam, input_signature=[spec]), conv_name
 
 
 def heatmap_png(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> bytes:
@@ -150,18 +182,16 @@ def _setting(name: str, default: Any) -> Any:
         return default
 
 
-def get_predictor(weights_dir: Path | str | None = None) -> Predictor:
+def get_predictor(
+    weights_dir: Path | str | None = None, *, expected_hashes: Mapping[str, str] | None = None
+) -> Predictor:
     """The Predictor for `weights_dir` (default settings.INFERENCE_WEIGHTS_DIR), loaded once per
-    process; reloaded only if the weights file on disk changes."""
+    process and reloaded when its card or any weights file changes on disk. `expected_hashes`
+    ({file: SHA-256}, from the model version) are checked whenever the weights are loaded."""
     if weights_dir is None:
         weights_dir = _setting("INFERENCE_WEIGHTS_DIR", Path(__file__).resolve().parent / "weights")
     directory = Path(weights_dir).resolve()
-    weights = directory / WEIGHTS_FILE
-    try:
-        stat = weights.stat()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {directory}") from None
-    key = (str(directory), stat.st_mtime_ns, stat.st_size)
+    key = (str(directory), files_state(directory), tuple(sorted((expected_hashes or {}).items())))
     predictor = _cache.get(key)
     if predictor is not None:
         return predictor
@@ -170,7 +200,7 @@ def get_predictor(weights_dir: Path | str | None = None) -> Predictor:
         if predictor is None:
             for stale in [k for k in _cache if k[0] == key[0]]:
                 del _cache[stale]
-            predictor = Predictor(directory)
+            predictor = Predictor(directory, expected_hashes=expected_hashes)
             _cache[key] = predictor
     return predictor
 

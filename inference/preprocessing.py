@@ -35,10 +35,12 @@ class ImageDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class Inspection:
-    """What `inspect` found: the format decided by content and the decoded 8-bit grayscale image."""
+    """What `inspect` found: the format decided by content, the decoded 8-bit grayscale image, and
+    how colourful the original was (0 for a grayscale file; CT slices are grayscale)."""
 
     format: str
     image: Image.Image
+    colour: float = 0.0
 
 
 def named_probabilities(row: Iterable[float]) -> dict[str, float]:
@@ -95,7 +97,17 @@ def inspect(data: bytes, *, max_pixels: int | None = None) -> Inspection:
         oriented = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not make a readable slice unusable
         oriented = image
-    return Inspection(format=fmt, image=to_grayscale(oriented))
+    return Inspection(format=fmt, image=to_grayscale(oriented), colour=colourfulness(oriented))
+
+
+def colourfulness(image: Image.Image) -> float:
+    """Mean chroma (max - min of R, G and B) in [0, 1], on a thumbnail; 0 for grayscale modes."""
+    if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return 0.0
+    small = image.convert("RGB")
+    small.thumbnail((128, 128))
+    rgb = np.asarray(small, dtype=np.float32)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean() / 255.0)
 
 
 def decode_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from .artifacts import CARD_FILE, WEIGHTS_FILE, file_sha256
+from .artifacts import (
+    CARD_FILE,
+    WeightsIntegrityError,
+    files_state,
+    read_card,
+    verified_hashes,
+    version_sha256,
+)
 from .models import ModelVersion
 
 
@@ -28,27 +36,26 @@ def _stored_dir(path: Path) -> str:
 def model_version_register(
     *, weights_dir: Path | str, name: str | None = None, activate: bool = False
 ) -> ModelVersion:
-    """Register the weights in `weights_dir` (model.keras + card.json) as a model version.
+    """Register the weights in `weights_dir` (card.json and the weights files it names) as a model
+    version, recording every file's SHA-256.
 
-    Idempotent: the same weights file (by SHA-256) gives back the existing row.
+    Idempotent: the same weights (by SHA-256) give back the existing row.
     """
     directory = Path(weights_dir).resolve()
-    weights = directory / WEIGHTS_FILE
     card_path = directory / CARD_FILE
-    if not weights.is_file():
-        raise ModelVersionError(f"no {WEIGHTS_FILE} in {directory}")
     try:
         card = json.loads(card_path.read_text())
     except FileNotFoundError:
-        raise ModelVersionError(f"no {CARD_FILE} in {directory}") from None
+        card = None
     except json.JSONDecodeError as exc:
         raise ModelVersionError(f"{card_path} is not valid JSON: {exc}") from None
-    sha = file_sha256(weights)
-    recorded = (card.get("weights") or {}).get("sha256")
-    if recorded and recorded != sha:
-        raise ModelVersionError(
-            f"{weights} does not match its card (SHA-256 {sha[:12]}…, card says {recorded[:12]}…)"
-        )
+    try:
+        hashes = verified_hashes(directory, card or {})
+    except (FileNotFoundError, WeightsIntegrityError) as exc:
+        raise ModelVersionError(str(exc)) from None
+    if card is None:
+        raise ModelVersionError(f"no {CARD_FILE} in {directory}")
+    sha = version_sha256(hashes)
     version_name = name or card.get("name") or f"model-{sha[:12]}"
     try:
         with transaction.atomic():
@@ -57,6 +64,7 @@ def model_version_register(
                 defaults={
                     "name": version_name,
                     "weights_dir": _stored_dir(directory),
+                    "files": hashes,
                     "metrics": card.get("metrics") or {},
                 },
             )
@@ -100,3 +108,38 @@ def model_version_active() -> ModelVersion:
             "`python manage.py register_model DIR --activate`"
         )
     return version
+
+
+def model_version_predictor(version: ModelVersion) -> Any:
+    """The loaded Predictor of `version` (TensorFlow: workers and commands only), its weights
+    checked against the hashes the version recorded. Raises WeightsIntegrityError on a mismatch."""
+    from .predictor import get_predictor
+
+    predictor = get_predictor(version.weights_path, expected_hashes=version.files or None)
+    if predictor.sha256 != version.sha256:
+        raise WeightsIntegrityError(
+            f"the weights of {version.name} were changed (SHA-256 {predictor.sha256[:12]}…, "
+            f"recorded {version.sha256[:12]}…); refusing to classify with them"
+        )
+    return predictor
+
+
+def model_version_verify(version: ModelVersion) -> str | None:
+    """Why `version`'s weights cannot be used (missing or changed files), or None when they can.
+    Hashes are recomputed only when a file changes on disk (for /healthz)."""
+    directory = version.weights_path
+    try:
+        state = files_state(directory)
+        key = (version.pk, version.sha256, state)
+        if key not in _verified:
+            hashes = verified_hashes(directory, read_card(directory), version.files or None)
+            if version_sha256(hashes) != version.sha256:
+                raise WeightsIntegrityError(f"the weights of {version.name} were changed")
+            _verified.clear()
+            _verified.add(key)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+_verified: set[tuple[Any, ...]] = set()

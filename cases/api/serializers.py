@@ -87,7 +87,7 @@ class SliceResultSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
 
     class Meta:
         model = SliceResult
-        fields = ["slice", "label", "probabilities", "heatmap_url"]
+        fields = ["slice", "assessable", "reason", "label", "probabilities", "heatmap_url"]
 
     def get_heatmap_url(self, obj: SliceResult) -> str | None:
         return _absolute(self.context, "heatmap", obj.pk) if obj.heatmap else None
@@ -120,6 +120,14 @@ class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
     slice_results = SliceResultSerializer(many=True, read_only=True)
     reviews = ReviewSerializer(many=True, read_only=True)
     aggregation = serializers.SerializerMethodField()
+    most_suspicious_slices = serializers.SerializerMethodField(
+        help_text="Ids of the assessable slices, the most suspicious for malignancy first."
+    )
+    model_performance = serializers.JSONField(
+        source="model_version.metrics",
+        read_only=True,
+        help_text="The model version's measured figures (cross-validated), to read beside the result.",
+    )
 
     class Meta:
         model = Prediction
@@ -129,9 +137,16 @@ class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
             "scan",
             "status",
             "label",
+            "finding",
+            "suspicion",
+            "suspicious_slices",
+            "not_assessable_slices",
+            "most_suspicious_slices",
             "probabilities",
             "aggregation",
             "model_version",
+            "model_performance",
+            "weights_sha256",
             "error",
             "attempts",
             "created_at",
@@ -151,6 +166,9 @@ class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
     def get_aggregation(self, obj: Prediction) -> str:
         return Prediction.AGGREGATION_RULE
 
+    def get_most_suspicious_slices(self, obj: Prediction) -> list[int]:
+        return [result.slice_id for result in obj.most_suspicious_first]
+
 
 class PredictionSummarySerializer(ProbabilitiesMixin, serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
@@ -158,7 +176,18 @@ class PredictionSummarySerializer(ProbabilitiesMixin, serializers.ModelSerialize
 
     class Meta:
         model = Prediction
-        fields = ["id", "url", "status", "label", "probabilities", "model_version", "error", "created_at"]
+        fields = [
+            "id",
+            "url",
+            "status",
+            "label",
+            "finding",
+            "suspicion",
+            "probabilities",
+            "model_version",
+            "error",
+            "created_at",
+        ]
 
     def get_url(self, obj: Prediction) -> str:
         return _absolute(self.context, "prediction-detail", obj.pk)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -19,7 +21,9 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from inference.preprocessing import ImageDecodeError, decode_image, named_probabilities, preprocess
+from inference.preprocessing import ImageDecodeError, inspect, named_probabilities, preprocess
+from inference.services import model_version_predictor
+from inference.study import StudyResult, study_result
 
 from ..models import Prediction, Slice, SliceResult
 from .storage import file_save, files_delete
@@ -66,24 +70,33 @@ def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
 
 
 def _run(prediction: Prediction, stored: list[str]) -> None:
-    """Classify every slice and store the outcome; names of files written go into `stored`."""
-    from inference.predictor import get_predictor, heatmap_png  # TensorFlow: only in workers
+    """Classify every assessable slice, decide the study result and store it; names of files
+    written go into `stored`."""
+    from inference.predictor import heatmap_png  # TensorFlow: only in workers
 
     slices = list(prediction.scan.slices.order_by("position"))
     if not slices:
         raise PermanentFailure("The scan has no slices.")
-    inputs = _load_inputs(slices)
     try:
-        predictor = get_predictor(prediction.model_version.weights_path)
+        predictor = model_version_predictor(prediction.model_version)
     except (OSError, ValueError) as exc:
         raise PermanentFailure(
             f"Model version {prediction.model_version} could not be loaded: {exc}"
         ) from exc
+    reasons, inputs = _inputs(slices, predictor)
     started = time.perf_counter()
-    probabilities = predictor.predict(inputs)
+    rows = iter(predictor.predict([inputs[index] for index in sorted(inputs)]))
     inference_seconds = time.perf_counter() - started
+    named: list[dict[str, float] | None] = [None] * len(slices)
     results = []
-    for item, image, row in zip(slices, inputs, probabilities, strict=True):
+    for index, item in enumerate(slices):
+        if index in reasons:
+            results.append(
+                SliceResult(prediction=prediction, slice=item, assessable=False, reason=reasons[index])
+            )
+            continue
+        probabilities = named[index] = named_probabilities(next(rows))
+        image = inputs[index]
         heat_name = file_save("heatmaps", "png", heatmap_png(image, predictor.heatmap(image)))
         stored.append(heat_name)
         results.append(
@@ -91,26 +104,40 @@ def _run(prediction: Prediction, stored: list[str]) -> None:
                 prediction=prediction,
                 slice=item,
                 heatmap=heat_name,
-                **SliceResult.result_fields(named_probabilities(row)),
+                **SliceResult.result_fields(probabilities),
             )
         )
-    mean = named_probabilities(probabilities.mean(axis=0))
-    if not _prediction_store(prediction, results, mean, inference_seconds):
+    outcome = Outcome(study_result(named, predictor.rule), len(reasons), predictor.hashes, inference_seconds)
+    if not _prediction_store(prediction, results, outcome):
         files_delete(stored)  # another run of this prediction finished first
 
 
-def _load_inputs(slices: Sequence[Slice]) -> list[np.ndarray]:
-    inputs = []
-    for item in slices:
+@dataclass(frozen=True)
+class Outcome:
+    study: StudyResult
+    not_assessable: int
+    hashes: dict[str, str]
+    inference_seconds: float
+
+
+def _inputs(slices: Sequence[Slice], predictor: Any) -> tuple[dict[int, str], dict[int, np.ndarray]]:
+    """Per slice index: why it is not assessable, or else the network's input."""
+    reasons: dict[int, str] = {}
+    inputs: dict[int, np.ndarray] = {}
+    for index, item in enumerate(slices):
         try:
             with default_storage.open(item.image.name, "rb") as handle:
-                data = handle.read()
-            inputs.append(preprocess(decode_image(data)))
+                found = inspect(handle.read())
         except (OSError, ImageDecodeError) as exc:
             raise PermanentFailure(
                 f"Slice {item.position + 1} ({item.original_name}) could not be read: {exc}"
             ) from exc
-    return inputs
+        reason = predictor.not_assessable_reason(found)
+        if reason is None:
+            inputs[index] = preprocess(found.image, size=predictor.image_size)
+        else:
+            reasons[index] = reason
+    return reasons, inputs
 
 
 def _prediction_claim(prediction_id: int, task_id: str) -> Prediction | None:
@@ -155,20 +182,26 @@ def _prediction_release(prediction: Prediction) -> None:
     _our_run(prediction).update(status=Prediction.Status.QUEUED, queued_at=timezone.now())
 
 
-def _prediction_store(
-    prediction: Prediction, results: list[SliceResult], mean: dict[str, float], inference_seconds: float
-) -> bool:
+def _prediction_store(prediction: Prediction, results: list[SliceResult], outcome: Outcome) -> bool:
     """Store the outcome once; False when the prediction is no longer ours to finish."""
+    study = outcome.study
     with transaction.atomic():
         current = Prediction.objects.select_for_update().get(pk=prediction.pk)
         if current.status != Prediction.Status.RUNNING or current.started_at != prediction.started_at:
             return False
         SliceResult.objects.bulk_create(results)
-        for field, value in Prediction.result_fields(mean).items():
-            setattr(current, field, value)
+        if study.probabilities is not None:
+            for field, value in Prediction.result_fields(study.probabilities).items():
+                setattr(current, field, value)
+        current.label = study.label  # the study rule's label, not the argmax of the mean
+        current.suspicion = study.suspicion
+        current.suspicious_slices = study.suspicious_slices
+        current.not_assessable_slices = outcome.not_assessable
+        current.finding = study.finding
+        current.weights_sha256 = outcome.hashes
         current.status = Prediction.Status.SUCCEEDED
         current.error = ""
         current.finished_at = timezone.now()
-        current.inference_seconds = inference_seconds
+        current.inference_seconds = outcome.inference_seconds
         current.save()
     return True

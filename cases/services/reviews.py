@@ -6,6 +6,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
+from inference.study import MALIGNANT
+
 from ..models import Prediction, Review
 
 
@@ -28,7 +30,12 @@ def review_submit(
 
 
 def _reviewed_label(prediction: Prediction, verdict: str, label: str) -> str:
-    """The label a verdict stands for: the model's when agreeing, a different one when not."""
+    """The label a verdict stands for: the model's when agreeing, a different one when not.
+
+    Where the model gave no label (not malignant, benign and normal not told apart), agreeing
+    means not malignant and the reviewer says which; disagreeing means malignant."""
+    if not prediction.label:
+        return _reviewed_unlabelled(verdict, label)
     if verdict == Review.Verdict.AGREE:
         if label and label != prediction.label:
             raise ValidationError(
@@ -41,3 +48,15 @@ def _reviewed_label(prediction: Prediction, verdict: str, label: str) -> str:
         if label == prediction.label:
             raise ValidationError({"label": ["That is the model's label: choose agree instead."]})
     return label
+
+
+def _reviewed_unlabelled(verdict: str, label: str) -> str:
+    if verdict == Review.Verdict.AGREE:
+        if label not in ("benign", "normal"):
+            raise ValidationError(
+                {"label": ["The model found no sign of malignancy: say whether you read benign or normal."]}
+            )
+        return label
+    if verdict == Review.Verdict.DISAGREE and label and label != MALIGNANT:
+        raise ValidationError({"label": ["Disagreeing with 'not malignant' means malignant; choose agree."]})
+    return MALIGNANT if verdict == Review.Verdict.DISAGREE else label

@@ -1,5 +1,5 @@
-"""The PNG plots in a model directory (matplotlib, Agg): training curves and the test block's
-confusion matrix."""
+"""The PNG plots in a model directory (matplotlib, Agg): training curves, the confusion matrix,
+and for cross-validated models the held-out loss by epoch and the reliability diagram."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration import Reliability
 from ..preprocessing import CLASS_NAMES
 
 
@@ -70,6 +71,57 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], path: Path, *, title:
                 color="white" if array[i, j] > threshold else "black",
             )
     fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reliability(before: Reliability, after: Reliability, path: Path) -> None:
+    """Reliability diagram: top-label confidence against accuracy, before and after calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for curve, label, marker in ((before, "before", "o"), (after, "after", "s")):
+        points = [(c, a) for c, a in zip(curve.confidence, curve.accuracy, strict=True) if c is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker=marker, label=f"{label} calibration (ECE {curve.ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence of the top label")
+    ax.set_ylabel("how often the top label was right")
+    ax.set_title("Reliability, out-of-fold slices")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_cv_curves(val_loss: np.ndarray, path: Path, *, chosen_epoch: int) -> None:
+    """Each fold's held-out loss by epoch, their mean, and the one epoch count chosen from it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(1, val_loss.shape[1] + 1)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for fold, losses in enumerate(val_loss, start=1):
+        ax.plot(epochs, losses, linewidth=1, alpha=0.5, label=f"fold {fold}")
+    ax.plot(epochs, val_loss.mean(axis=0), color="black", linewidth=2, label="mean over folds")
+    ax.axvline(
+        chosen_epoch, color="grey", linestyle="--", linewidth=1, label=f"chosen: {chosen_epoch} epochs"
+    )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out loss (class-weighted)")
+    ax.set_title("Cross-validation: held-out loss by epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

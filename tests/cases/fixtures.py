@@ -39,7 +39,14 @@ def slice_result(prediction):
         heatmap=heatmap,
     )
     Prediction.objects.filter(pk=prediction.pk).update(
-        status="succeeded", label="benign", p_normal=0.2, p_benign=0.7, p_malignant=0.1
+        status="succeeded",
+        label="benign",
+        p_normal=0.2,
+        p_benign=0.7,
+        p_malignant=0.1,
+        suspicion=0.1,
+        suspicious_slices=0,
+        finding="No sign of malignancy; most likely benign.",
     )
     return result
 

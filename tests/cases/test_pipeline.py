@@ -90,16 +90,33 @@ def test_sweep_resends_a_prediction_the_broker_never_delivered(worker, patient, 
     assert wait_for_prediction(prediction.pk, worker=worker).status == Prediction.Status.SUCCEEDED
 
 
-def test_new_model_version_keeps_the_old_result(worker, patient, alice, tmp_path):
-    from inference.models import ModelVersion
+def resaved_version(version, folder):
+    """Another model version: the same networks saved again (other bytes, so other hashes)."""
+    import json
+    import shutil
 
+    import keras
+
+    from inference.artifacts import card_members, read_card
+    from inference.services import model_version_register
+
+    shutil.copytree(version.weights_path, folder)
+    card = read_card(folder)
+    for name in card_members(card):
+        keras.models.load_model(folder / name, compile=False).save(folder / name)
+    for entry in card.get("members") or [card.get("weights") or {}]:
+        entry.pop("sha256", None)
+    card["name"] = f"{version.name}-resaved"
+    (folder / "card.json").write_text(json.dumps(card))
+    return model_version_register(weights_dir=folder)
+
+
+def test_new_model_version_keeps_the_old_result(worker, patient, alice, tmp_path):
     scan = services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
     first = wait_for_prediction(scan.predictions.get().pk, worker=worker)
     assert first.status == Prediction.Status.SUCCEEDED
     old = first.model_version
-    clone = ModelVersion.objects.create(
-        name=f"{old.name}-copy", sha256="0" * 64, weights_dir=old.weights_dir, metrics=old.metrics
-    )
+    clone = resaved_version(old, tmp_path / "other-weights")
 
     second = services.prediction_request(scan=scan, requested_by=alice, model_version=clone)
     second = wait_for_prediction(second.pk, worker=worker)

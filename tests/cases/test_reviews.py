@@ -114,3 +114,29 @@ def test_history_interleaves_reviews(alice, patient, slice_result):
     entries = api(alice).get(reverse("api:patient-history", args=[patient.pk])).json()
     assert [e["kind"] for e in entries] == ["review", "prediction", "scan"]
     assert entries[0]["review"]["verdict"] == "agree"
+
+
+@pytest.fixture
+def not_malignant(slice_result):
+    """A result whose rule named no label: not malignant, benign and normal not told apart."""
+    prediction = slice_result.prediction
+    type(prediction).objects.filter(pk=prediction.pk).update(
+        label="", finding="No sign of malignancy. This model cannot reliably tell benign from normal."
+    )
+    return prediction
+
+
+def test_agreeing_with_not_malignant_needs_benign_or_normal(alice, not_malignant):
+    url = reverse("api:prediction-reviews", args=[not_malignant.pk])
+    refused = api(alice).post(url, {"verdict": "agree"}, format="json")
+    assert refused.status_code == 400 and "benign or normal" in str(refused.json()["errors"]["label"])
+    agreed = api(alice).post(url, {"verdict": "agree", "label": "normal"}, format="json")
+    assert agreed.status_code == 201 and agreed.json()["label"] == "normal"
+
+
+def test_disagreeing_with_not_malignant_means_malignant(bob, not_malignant):
+    url = reverse("api:prediction-reviews", args=[not_malignant.pk])
+    refused = api(bob).post(url, {"verdict": "disagree", "label": "benign"}, format="json")
+    assert refused.status_code == 400 and "means malignant" in str(refused.json()["errors"]["label"])
+    disagreed = api(bob).post(url, {"verdict": "disagree"}, format="json")
+    assert disagreed.status_code == 201 and disagreed.json()["label"] == "malignant"

@@ -93,3 +93,24 @@ def test_a_duplicate_mrn_race_becomes_a_validation_error(patient, monkeypatch):
         services.patient_create(
             team=patient.team, mrn=patient.mrn, name="Twin", birth_date=patient.birth_date, created_by=None
         )
+
+
+def test_changed_weights_fail_the_prediction_with_a_clear_reason(prediction, tmp_path):
+    """The hashes a version recorded are checked on every load: tampered weights never classify."""
+    import shutil
+
+    from inference.artifacts import card_members, read_card
+
+    # The version's own folder, on a disk where someone changed a weights file by one byte.
+    folder = tmp_path / "weights"
+    shutil.copytree(prediction.model_version.weights_path, folder)
+    ModelVersion.objects.filter(pk=prediction.model_version_id).update(weights_dir=str(folder))
+    weights = folder / next(iter(card_members(read_card(folder))))
+    weights.write_bytes(weights.read_bytes() + b"\x00")
+
+    services.prediction_execute(prediction_id=prediction.pk, task_id="task-a")
+
+    failed = Prediction.objects.get(pk=prediction.pk)
+    assert failed.status == Prediction.Status.FAILED
+    assert "does not match" in failed.error and "refusing to classify" in failed.error
+    assert not failed.slice_results.exists() and failed.weights_sha256 == {}

@@ -15,7 +15,8 @@ from inference.preprocessing import (
     ACCEPTED_FORMATS_TEXT,
     CLASS_NAMES,
     ImageDecodeError,
-    decode_image,
+    Inspection,
+    inspect,
     most_probable,
     named_probabilities,
     preprocess,
@@ -40,14 +41,14 @@ class Command(BaseCommand):
         version = _active_version()
         # Decode everything first so that all readable slices go through the network in batches.
         results: list[dict[str, Any]] = []
-        readable: list[tuple[int, Any]] = []
+        readable: list[tuple[int, Inspection]] = []
         for index, path in enumerate(options["files"]):
             results.append({"file": str(path)})
-            array, error = _read_slice(path)
-            if error is not None:
+            found, error = _read_slice(path)
+            if found is None:
                 results[index]["error"] = error
             else:
-                readable.append((index, array))
+                readable.append((index, found))
         if readable:
             _classify(readable, results, version)
 
@@ -74,6 +75,8 @@ class Command(BaseCommand):
         for r in results:
             if "error" in r:
                 self.stdout.write(f"{r['file']:<{width}}  error: {r['error']}")
+            elif not r["assessable"]:
+                self.stdout.write(f"{r['file']:<{width}}  not assessable: {r['reason']}")
             else:
                 probs = "  ".join(f"{r['probabilities'][n]:>9.3f}" for n in CLASS_NAMES)
                 self.stdout.write(f"{r['file']:<{width}}  {r['label']:<9}  {probs}")
@@ -92,11 +95,11 @@ def _active_version() -> ModelVersion:
         raise CommandError(f"no usable model version: {exc}") from exc
 
 
-def _read_slice(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """The preprocessed slice in `path`, or None and why it cannot be read."""
+def _read_slice(path: Path) -> tuple[Inspection | None, str | None]:
+    """The decoded slice in `path`, or None and why it cannot be read."""
     try:
         data = path.read_bytes()
-        image = decode_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
+        found = inspect(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
     except ImageDecodeError as exc:
         return None, str(exc)
     except IsADirectoryError:
@@ -105,18 +108,29 @@ def _read_slice(path: Path) -> tuple[np.ndarray | None, str | None]:
         return None, "no such file"
     except OSError as exc:
         return None, f"cannot read the file ({exc.strerror or exc})"
-    return preprocess(image), None
+    return found, None
 
 
-def _classify(readable: list[tuple[int, Any]], results: list[dict[str, Any]], version: ModelVersion) -> None:
-    """Run the readable slices through the version's model in batches; add each one's label and
-    probabilities to its result."""
-    from inference.predictor import get_predictor
+def _classify(
+    readable: list[tuple[int, Inspection]], results: list[dict[str, Any]], version: ModelVersion
+) -> None:
+    """Run the assessable slices through the version's model in batches; add each one's label and
+    calibrated probabilities to its result, or why it is not assessable."""
+    from inference.services import model_version_predictor
 
-    predictor = get_predictor(version.weights_path)
-    probabilities = predictor.predict([array for _, array in readable])
-    for (index, _), row in zip(readable, probabilities, strict=True):
+    try:
+        predictor = model_version_predictor(version)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"model version {version.name} cannot be used: {exc}") from exc
+    assessable: list[tuple[int, np.ndarray]] = []
+    for index, found in readable:
+        reason = predictor.not_assessable_reason(found)
+        results[index].update({"assessable": reason is None, "model_version": version.name})
+        if reason is None:
+            assessable.append((index, preprocess(found.image, size=predictor.image_size)))
+        else:
+            results[index]["reason"] = reason
+    probabilities = predictor.predict([array for _, array in assessable])
+    for (index, _), row in zip(assessable, probabilities, strict=True):
         named = named_probabilities(row)
-        results[index].update(
-            {"label": most_probable(named), "probabilities": named, "model_version": version.name}
-        )
+        results[index].update({"label": most_probable(named), "probabilities": named})
