@@ -265,6 +265,8 @@ INFERENCE_WEIGHTS_DIR = Path(
     os.environ.get("INFERENCE_WEIGHTS_DIR", BASE_DIR / "inference" / "weights")
 ).resolve()
 INFERENCE_BATCH_SIZE = envint("INFERENCE_BATCH_SIZE", 16, minimum=1)
+# Grad-CAM heatmaps for this many of a study's most suspicious slices (each costs a pass).
+INFERENCE_HEATMAP_SLICES = envint("INFERENCE_HEATMAP_SLICES", 16, minimum=0)
 TF_INTRA_OP_THREADS = envint("TF_INTRA_OP_THREADS", 2)
 TF_INTER_OP_THREADS = envint("TF_INTER_OP_THREADS", 1)
 

@@ -87,27 +87,29 @@ def _run(prediction: Prediction, stored: list[str]) -> None:
     started = time.perf_counter()
     rows = iter(predictor.predict([inputs[index] for index in sorted(inputs)]))
     inference_seconds = time.perf_counter() - started
-    named: list[dict[str, float] | None] = [None] * len(slices)
-    results = []
-    for index, item in enumerate(slices):
-        if index in reasons:
-            results.append(
-                SliceResult(prediction=prediction, slice=item, assessable=False, reason=reasons[index])
-            )
-            continue
-        probabilities = named[index] = named_probabilities(next(rows))
-        image = inputs[index]
-        heat_name = file_save("heatmaps", "png", heatmap_png(image, predictor.heatmap(image)))
-        stored.append(heat_name)
-        results.append(
-            SliceResult(
-                prediction=prediction,
-                slice=item,
-                heatmap=heat_name,
-                **SliceResult.result_fields(probabilities),
-            )
+    named: list[dict[str, float] | None] = [
+        None if index in reasons else named_probabilities(next(rows)) for index in range(len(slices))
+    ]
+    study = study_result(named, predictor.rule)
+    # Heatmaps where a reader looks first: the most suspicious slices (Grad-CAM costs a pass each).
+    heatmaps: dict[int, str] = {}
+    for index in study.ranking[: settings.INFERENCE_HEATMAP_SLICES]:
+        heatmaps[index] = file_save(
+            "heatmaps", "png", heatmap_png(inputs[index], predictor.heatmap(inputs[index]))
         )
-    outcome = Outcome(study_result(named, predictor.rule), len(reasons), predictor.hashes, inference_seconds)
+        stored.append(heatmaps[index])
+    results = [
+        SliceResult(prediction=prediction, slice=item, assessable=False, reason=reasons[index])
+        if probabilities is None
+        else SliceResult(
+            prediction=prediction,
+            slice=item,
+            heatmap=heatmaps.get(index, ""),
+            **SliceResult.result_fields(probabilities),
+        )
+        for index, (item, probabilities) in enumerate(zip(slices, named, strict=True))
+    ]
+    outcome = Outcome(study, len(reasons), predictor.hashes, inference_seconds)
     if not _prediction_store(prediction, results, outcome):
         files_delete(stored)  # another run of this prediction finished first
 
