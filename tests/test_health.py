@@ -63,3 +63,25 @@ def test_healthz_is_503_when_the_broker_is_unreachable(client, settings):
     finally:
         app.conf.broker_url = original
     assert response.status_code == 503 and not response.json()["broker"]["ok"]
+
+
+@pytest.mark.django_db
+def test_healthz_reports_weights_that_no_longer_match_their_hashes(client, tmp_path):
+    import shutil
+
+    from inference.artifacts import card_members, read_card
+    from inference.models import ModelVersion
+    from inference.services import model_version_active
+
+    version = model_version_active()
+    folder = tmp_path / "weights"
+    shutil.copytree(version.weights_path, folder)
+    ModelVersion.objects.filter(pk=version.pk).update(weights_dir=str(folder))
+    assert client.get(reverse("healthz")).json()["model_version"]["ok"]
+
+    member = folder / next(iter(card_members(read_card(folder))))
+    data = bytearray(member.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    member.write_bytes(bytes(data))
+    body = client.get(reverse("healthz")).json()
+    assert not body["model_version"]["ok"] and "does not match" in body["model_version"]["detail"]

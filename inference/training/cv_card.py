@@ -43,8 +43,8 @@ def render_cv_card_markdown(card: dict[str, Any]) -> str:
         f"{card['image_size']} px input), one per cross-validation fold; probabilities are averaged, then "
         "calibrated.",
         f"- Data: {card['dataset']['citation']} ({card['dataset']['slices']} distinct slices).",
-        f"- Selection: {cv['folds']}-fold patient-grouped cross-validation ({cv['grouping']}); "
-        f"{cv['epoch_choice']}: {cv['chosen_epoch']} of {cv['epochs_trained']}.",
+        f"- Selection: {cv['folds']}-fold patient-grouped cross-validation: {cv['grouping']}. "
+        f"Epochs: {cv['epoch_choice']}: {cv['chosen_epoch']} of {cv['epochs_trained']}.",
         "- Every figure below is out-of-fold: each slice scored by the model that never saw its patient.",
         "",
         "## Slices (calibrated)",
@@ -67,7 +67,7 @@ def render_cv_card_markdown(card: dict[str, Any]) -> str:
         f"| malignant sensitivity | {_mean_sd(study['sensitivity'])} |",
         f"| specificity | {_mean_sd(study['specificity'])} |",
         "",
-        f"Studies are {study['approximation']}.",
+        f"Studies here are {study['approximation']}.",
         "",
         "## Calibration",
         f"{calibration['method']}: temperature {_fmt(calibration['temperature'])}; expected calibration "
@@ -87,8 +87,10 @@ def render_cv_card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Reproduce",
         "```",
-        card.get("command", ""),
+        *card.get("reproduce", []),
         "```",
+        "The card's figures are recomputed from the saved out-of-fold predictions (`cv_predictions.npz`) "
+        "by `inference.training.ensemble.card_from_predictions`; a test checks they match.",
         "",
         "## Notes",
         *[f"- {note}" for note in card.get("notes", [])],

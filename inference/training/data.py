@@ -141,24 +141,25 @@ def load_images(
     records: Sequence[Record],
     *,
     cache_dir: Path | None = None,
+    size: int = IMAGE_SIZE,
     echo: Printer = print,
 ) -> np.ndarray:
-    """uint8 (N, IMAGE_SIZE, IMAGE_SIZE) as `preprocess_gray` makes them; cached as .npz keyed
-    by the files' hashes and the preprocessing version, so reruns skip decoding."""
+    """uint8 (N, size, size) as `preprocess_gray` makes them; cached as .npz keyed by the files'
+    hashes, the size and the preprocessing version, so reruns skip decoding."""
     key = hashlib.sha256(
-        (PREPROCESSING_VERSION + "\n" + "\n".join(r.sha256 for r in records)).encode()
+        (f"{PREPROCESSING_VERSION}@{size}\n" + "\n".join(r.sha256 for r in records)).encode()
     ).hexdigest()[:16]
     cache_file = Path(cache_dir) / f"images-{key}.npz" if cache_dir else None
     if cache_file and cache_file.exists():
         with np.load(cache_file) as cached:
             images = cached["images"]
-        if images.shape == (len(records), IMAGE_SIZE, IMAGE_SIZE):
+        if images.shape == (len(records), size, size):
             echo(f"Loaded {len(records)} preprocessed images from cache {cache_file}")
             return images
     started = time.monotonic()
-    images = np.empty((len(records), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    images = np.empty((len(records), size, size), dtype=np.uint8)
     for index, record in enumerate(records):
-        images[index] = preprocess_gray((Path(data_dir) / record.path).read_bytes())
+        images[index] = preprocess_gray((Path(data_dir) / record.path).read_bytes(), size=size)
     echo(f"Decoded and preprocessed {len(records)} images in {time.monotonic() - started:.1f}s")
     if cache_file:
         cache_file.parent.mkdir(parents=True, exist_ok=True)

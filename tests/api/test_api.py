@@ -283,3 +283,46 @@ def test_too_many_files_through_the_api_get_the_services_message(request, patien
     )
     assert response.status_code == 400 and "at most 2" in response.json()["errors"]["files"][0]
     assert not Scan.objects.exists()
+
+
+def test_a_prediction_carries_its_study_result_and_the_models_figures(request, slice_result):
+    """Integrations read the study result and how good the model is, beside the probabilities."""
+    prediction = slice_result.prediction
+    SliceResult = type(slice_result)
+    SliceResult.objects.create(
+        prediction=prediction,
+        slice=prediction.scan.slices.last(),
+        assessable=False,
+        reason="the image is in colour; CT slices are grayscale",
+    )
+    type(prediction.model_version).objects.filter(pk=prediction.model_version_id).update(
+        metrics={"malignant_sensitivity": 0.97, "specificity": 0.95, "source": "5-fold cross-validation"}
+    )
+    body = api_as(request, "alice").get(reverse("api:prediction-detail", args=[prediction.pk])).json()
+    assert body["finding"] == "No sign of malignancy; most likely benign."
+    assert body["suspicion"] == 0.1 and body["suspicious_slices"] == 0
+    assert body["most_suspicious_slices"] == [slice_result.slice_id]
+    assert body["model_performance"]["malignant_sensitivity"] == 0.97
+    not_assessable = [r for r in body["slice_results"] if not r["assessable"]]
+    assert len(not_assessable) == 1 and "colour" in not_assessable[0]["reason"]
+    assert not_assessable[0]["label"] == "" and not_assessable[0]["probabilities"] is None
+
+
+def test_the_prediction_page_shows_the_finding_suspicion_and_model_figures(client, alice, slice_result):
+    prediction = slice_result.prediction
+    type(prediction.model_version).objects.filter(pk=prediction.model_version_id).update(
+        metrics={
+            "malignant_sensitivity": 0.97,
+            "specificity": 0.95,
+            "balanced_accuracy": 0.59,
+            "balanced_accuracy_sd": 0.06,
+            "benign_vs_normal_auc": 0.62,
+            "ece": 0.06,
+            "source": "5-fold patient-grouped cross-validation",
+        }
+    )
+    client.force_login(alice)
+    page = client.get(prediction.get_absolute_url()).content.decode()
+    assert "No sign of malignancy; most likely benign." in page
+    assert "Suspicion of malignancy" in page and "10%" in page
+    assert "malignant sensitivity 0.97, specificity 0.95" in page

@@ -1,6 +1,7 @@
 """The upload → queue → worker → result flow with a real Celery worker process and the
 configured broker (the serverless transport by default, Redis when REDIS_URL is set)."""
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,9 @@ from django.utils import timezone
 
 from cases import services
 from cases.models import Prediction, SliceResult
+from inference.preprocessing import CLASS_NAMES
 from inference.services import model_version_active
+from inference.training.assessability_fit import non_ct_images
 from tests.conftest import dataset_slice, image_bytes, upload, wait_for_prediction
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -18,9 +21,15 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 def test_worker_classifies_an_uploaded_scan(worker, patient, alice):
     malignant = dataset_slice("malignant/Malignant case (1).jpg")
     normal = dataset_slice("normal/Normal case (1).jpg")
+    photo = io.BytesIO()
+    non_ct_images()["colour photo"].save(photo, format="JPEG")
     scan = services.scan_upload(
         patient=patient,
-        files=[upload("m.jpg", malignant, "image/jpeg"), upload("n.jpg", normal, "image/jpeg")],
+        files=[
+            upload("n.jpg", normal, "image/jpeg"),
+            upload("m.jpg", malignant, "image/jpeg"),
+            upload("holiday.jpg", photo.getvalue(), "image/jpeg"),
+        ],
         uploaded_by=alice,
     )
     prediction = wait_for_prediction(scan.predictions.get().pk, worker=worker)
@@ -28,18 +37,23 @@ def test_worker_classifies_an_uploaded_scan(worker, patient, alice):
     assert prediction.status == Prediction.Status.SUCCEEDED, f"{prediction.error}\n{worker.logs()}"
     assert prediction.attempts == 1
     assert prediction.model_version == model_version_active()
+    assert prediction.weights_sha256 == prediction.model_version.files
     assert prediction.started_at >= prediction.queued_at and prediction.finished_at >= prediction.started_at
     assert prediction.inference_seconds > 0
-    results = list(prediction.slice_results.order_by("slice__position"))
-    assert len(results) == 2
-    for result in results:
-        assert sum(result.probabilities.values()) == pytest.approx(1, abs=1e-4)
+    normal_result, malignant_result, photo_result = prediction.slice_results.order_by("slice__position")
+    for result in (normal_result, malignant_result):
+        assert result.assessable and sum(result.probabilities.values()) == pytest.approx(1, abs=1e-4)
         assert default_storage.open(result.heatmap.name).read(4) == b"\x89PNG"
-    mean = {
-        k: (results[0].probabilities[k] + results[1].probabilities[k]) / 2 for k in results[0].probabilities
-    }
+    # The photo is not assessable: a reason, no label, no heatmap, and it does not count.
+    assert not photo_result.assessable and "colour" in photo_result.reason
+    assert photo_result.label == "" and photo_result.probabilities is None and not photo_result.heatmap
+    assert prediction.not_assessable_slices == 1
+    mean = {k: (normal_result.probabilities[k] + malignant_result.probabilities[k]) / 2 for k in CLASS_NAMES}
     assert prediction.probabilities == pytest.approx(mean, abs=1e-5)
-    assert prediction.label == max(mean, key=lambda name: mean[name])
+    # One clearly malignant slice flags the study, whatever the mean says.
+    assert prediction.label == "malignant" and prediction.suspicion > 0.5
+    assert prediction.suspicious_slices >= 1 and "malignancy" in prediction.finding
+    assert prediction.most_suspicious_first[0] == malignant_result
 
 
 def test_a_redelivered_message_does_nothing_twice(worker, patient, alice):

@@ -6,10 +6,12 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from PIL import Image
 
+from inference.artifacts import version_sha256
 from inference.models import ModelVersion
 from inference.preprocessing import CLASS_NAMES
 
@@ -33,18 +35,24 @@ def _png(path: Path, size: tuple[int, int] = (300, 200), value: int = 180) -> Pa
 
 
 @pytest.mark.slow
-def test_classify_json_prints_one_object_per_file_and_fails_on_a_bad_one(shipped, tmp_path) -> None:
-    good = _png(tmp_path / "slice.png")
+def test_classify_json_prints_one_object_per_file_and_fails_on_a_bad_one(
+    shipped, dataset_dir, tmp_path
+) -> None:
+    good = dataset_dir / "malignant" / "Malignant case (1).jpg"
     not_image = tmp_path / "notes.txt"
     not_image.write_text("not an image")
-    also_good = _png(tmp_path / "second.png", (256, 256))
+    also_good = dataset_dir / "normal" / "Normal case (1).jpg"
+    drawing = _png(tmp_path / "drawing.png")  # a white box on black: readable, but no CT slice
     out = io.StringIO()
-    with pytest.raises(CommandError, match="1 of 3 files could not be classified"):
-        call_command("classify", str(good), str(not_image), str(also_good), "--json", stdout=out)
+    with pytest.raises(CommandError, match="1 of 4 files could not be classified"):
+        call_command(
+            "classify", str(good), str(not_image), str(also_good), str(drawing), "--json", stdout=out
+        )
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["file"] for line in lines] == [str(good), str(not_image), str(also_good)]
+    assert [line["file"] for line in lines] == [str(good), str(not_image), str(also_good), str(drawing)]
     active = ModelVersion.objects.get(is_active=True)
     for line in (lines[0], lines[2]):
+        assert line["assessable"] is True and "reason" not in line
         assert line["label"] in CLASS_NAMES
         assert list(line["probabilities"]) == list(CLASS_NAMES)
         assert sum(line["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
@@ -52,11 +60,13 @@ def test_classify_json_prints_one_object_per_file_and_fails_on_a_bad_one(shipped
         assert line["model_version"] == active.name
     assert lines[1]["error"] == "not a JPEG or PNG image"
     assert "label" not in lines[1]
+    assert lines[3]["assessable"] is False and lines[3]["reason"]
+    assert "label" not in lines[3] and "probabilities" not in lines[3]
 
 
 @pytest.mark.slow
-def test_classify_table_output(shipped, tmp_path) -> None:
-    good = _png(tmp_path / "slice.png")
+def test_classify_table_output(shipped, dataset_dir, tmp_path) -> None:
+    good = dataset_dir / "benign" / "Bengin case (1).jpg"
     out = io.StringIO()
     call_command("classify", str(good), stdout=out)
     text = out.getvalue()
@@ -117,7 +127,7 @@ def test_evaluate_model_prints_metrics_for_a_labelled_folder(shipped, tmp_path) 
     assert 0 <= metrics["balanced_accuracy"] <= 1
     assert set(metrics["per_class"]) == set(CLASS_NAMES)
     card = json.loads((shipped / "card.json").read_text())
-    assert metrics["weights_sha256"] == card["weights"]["sha256"]
+    assert metrics["weights_sha256"] == version_sha256({m["file"]: m["sha256"] for m in card["members"]})
 
     out = io.StringIO()
     call_command(
@@ -131,17 +141,42 @@ def test_evaluate_model_refuses_a_missing_folder(tmp_path) -> None:
         call_command("evaluate_model", "--data", str(tmp_path / "nope"), stdout=io.StringIO())
 
 
+def test_evaluate_model_has_no_held_out_block_for_a_cross_validated_model(shipped, dataset_dir) -> None:
+    with pytest.raises(CommandError, match="cross-validation"):
+        args = ["--data", str(dataset_dir), "--weights", str(shipped), "--split", "test"]
+        call_command("evaluate_model", *args, stdout=io.StringIO(), stderr=io.StringIO())
+
+
 @pytest.mark.slow
-def test_evaluate_model_on_the_test_block_reproduces_the_shipped_card(shipped, dataset_dir) -> None:
-    # Serving (Predictor, preprocess from bytes) and the training-time evaluation must agree: the
-    # same split, the same pixels, the same numbers.
+def test_the_shipped_card_is_reproduced_from_its_out_of_fold_predictions(shipped, dataset_dir) -> None:
+    from inference.training.ensemble import CV_PREDICTIONS, card_from_predictions
+
     card = json.loads((shipped / "card.json").read_text())
-    args = ["--data", str(dataset_dir), "--weights", str(shipped), "--split", "test", "--json"]
-    if card["dataset"].get("limit_per_class"):
-        args += ["--limit", str(card["dataset"]["limit_per_class"])]
-    out = io.StringIO()
-    call_command("evaluate_model", *args, stdout=out, stderr=io.StringIO())
-    metrics = json.loads(out.getvalue())
-    assert metrics["n"] == card["metrics"]["n"]
-    assert metrics["confusion_matrix"] == card["metrics"]["confusion_matrix"]
-    assert metrics["balanced_accuracy"] == pytest.approx(card["metrics"]["balanced_accuracy"], abs=1e-4)
+    cv = dict(np.load(shipped / CV_PREDICTIONS, allow_pickle=False))
+    again = card_from_predictions(cv, data_dir=dataset_dir, echo=lambda _: None)
+    for key in ("calibration", "study_rule", "slice_metrics", "study_metrics", "metrics", "assessability"):
+        assert json.loads(json.dumps(again[key])) == card[key], key
+
+
+@pytest.mark.slow
+def test_serving_reproduces_each_members_out_of_fold_predictions(shipped, dataset_dir) -> None:
+    """Serving (bytes -> inspect -> preprocess -> Keras under TensorFlow) and training (prepared
+    arrays -> Keras under JAX on the GPU) see the same pixels and give the same probabilities."""
+    import keras
+
+    from inference.preprocessing import gray_to_input, inspect, preprocess_gray
+    from inference.training.ensemble import CV_PREDICTIONS
+
+    card = json.loads((shipped / "card.json").read_text())
+    cv = np.load(shipped / CV_PREDICTIONS, allow_pickle=False)
+    for member in card["members"][:2]:
+        model = keras.models.load_model(shipped / member["file"], compile=False)
+        held_out = np.flatnonzero(cv["fold_of"] == member["fold"] - 1)[:3]
+        images = [
+            preprocess_gray(
+                inspect((dataset_dir / str(cv["paths"][i])).read_bytes()).image, size=card["image_size"]
+            )
+            for i in held_out
+        ]
+        probabilities = np.asarray(model(gray_to_input(np.stack(images)), training=False))
+        assert np.abs(probabilities - cv["oof_probs"][held_out]).max() < 1e-4

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.db import IntegrityError, transaction
 
+from inference.artifacts import version_sha256
 from inference.models import ModelVersion
 from inference.services import (
     ModelVersionError,
@@ -116,7 +117,8 @@ def test_the_real_shipped_weights_register_by_default(settings) -> None:
     settings.INFERENCE_WEIGHTS_DIR = shipped
     version = model_version_active()
     card = json.loads((shipped / "card.json").read_text())
-    assert version.sha256 == card["weights"]["sha256"]
+    assert version.files == {member["file"]: member["sha256"] for member in card["members"]}
+    assert version.sha256 == version_sha256(version.files)
     assert version.name == card["name"]
     assert version.weights_dir == "inference/weights"
     assert version.metrics["balanced_accuracy"] == card["metrics"]["balanced_accuracy"]

@@ -58,12 +58,21 @@ class Command(BaseCommand):
             predictor = get_predictor(weights_dir)
             records = limit_records(unique_records(read_manifest(data_dir)), options["limit"])
             gray = load_images(
-                data_dir, records, cache_dir=Path(settings.DATA_DIR) / "cache", echo=self.stderr.write
+                data_dir,
+                records,
+                cache_dir=Path(settings.DATA_DIR) / "cache",
+                size=predictor.image_size,
+                echo=self.stderr.write,
             )
         except (FileNotFoundError, ValueError, ImageDecodeError) as exc:
             raise CommandError(str(exc)) from exc
         labels = np.array([CLASS_NAMES.index(r.label) for r in records])
         selected = np.ones(len(records), dtype=bool)
+        if options["split"] != "all" and "cross_validation" in predictor.card:
+            raise CommandError(
+                "this model was selected by cross-validation and trained on all development data: it has "
+                "no held-out block; its card's figures are out-of-fold (see build_ensemble)"
+            )
         if options["split"] != "all":
             fractions = tuple(
                 predictor.card.get("split", {}).get("fractions", {}).get(s, f)
