@@ -95,7 +95,7 @@ class ScanAdmin(admin.ModelAdmin):
 
 class SliceResultInline(admin.TabularInline):
     model = SliceResult
-    readonly_fields = ("slice", "label", "p_normal", "p_benign", "p_malignant")
+    readonly_fields = ("slice", "assessable", "reason", "label", "p_normal", "p_benign", "p_malignant")
     fields = readonly_fields
     extra = 0
     can_delete = False
@@ -138,6 +138,12 @@ class PredictionAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "inference_seconds",
+        "suspicion",
+        "suspicious_slices",
+        "not_assessable_slices",
+        "finding",
+        "weights_sha256",
+        "task_id",
     ]
     exclude = ["scan"]
     inlines = [SliceResultInline]
@@ -204,7 +210,17 @@ class SliceResultAdmin(admin.ModelAdmin):
     list_display = ["__str__", "prediction_link", "label", "p_normal", "p_benign", "p_malignant"]
     list_filter = ["label"]
     search_fields = ["prediction__scan__patient__mrn"]
-    readonly_fields = ["prediction_link", "slice", "label", "p_normal", "p_benign", "p_malignant", "heatmap"]
+    readonly_fields = [
+        "prediction_link",
+        "slice",
+        "assessable",
+        "reason",
+        "label",
+        "p_normal",
+        "p_benign",
+        "p_malignant",
+        "heatmap",
+    ]
     exclude = ["prediction"]
     list_select_related = ["prediction", "slice"]
 

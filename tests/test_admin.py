@@ -38,5 +38,7 @@ def test_prediction_outputs_are_read_only_in_admin(admin_client, slice_result):
     url = reverse("admin:cases_prediction_change", args=[slice_result.prediction_id])
     body = admin_client.get(url).content.decode()
     assert 'name="p_benign"' not in body and 'name="label"' not in body  # shown, not editable
+    for output in ("suspicion", "finding", "weights_sha256", "not_assessable_slices", "task_id"):
+        assert f'name="{output}"' not in body, output
     assert reverse("admin:cases_scan_change", args=[slice_result.prediction.scan_id]) in body  # links
     assert Review.objects.count() == 0

@@ -63,13 +63,22 @@ def test_activate_action_needs_exactly_one_version(client, staff, versions) -> N
     assert a.is_active
 
 
-def test_sha_and_metrics_are_read_only(client, staff, versions) -> None:
+def test_weights_folder_hashes_and_metrics_are_read_only(client, staff, versions) -> None:
+    """What a version runs is fixed at registration: an admin renames it, never repoints it."""
     a, _ = versions
+    folder = a.weights_dir
     client.force_login(staff)
     response = client.post(
         reverse("admin:inference_modelversion_change", args=[a.pk]),
-        {"name": "renamed", "weights_dir": a.weights_dir, "sha256": "0" * 64, "metrics": "{}"},
+        {
+            "name": "renamed",
+            "weights_dir": "/tmp/elsewhere",
+            "sha256": "0" * 64,
+            "files": '{"model.keras": "0"}',
+            "metrics": "{}",
+        },
     )
     assert response.status_code == 302
     a.refresh_from_db()
     assert a.name == "renamed" and a.sha256 != "0" * 64 and a.metrics["balanced_accuracy"] == 0.5
+    assert a.weights_dir == folder and a.files != {"model.keras": "0"}
