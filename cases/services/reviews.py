@@ -6,9 +6,12 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
+from inference.preprocessing import CLASS_NAMES
 from inference.study import MALIGNANT
 
 from ..models import Prediction, Review
+
+NOT_MALIGNANT = tuple(name for name in CLASS_NAMES if name != MALIGNANT)
 
 
 def review_submit(
@@ -52,7 +55,7 @@ def _reviewed_label(prediction: Prediction, verdict: str, label: str) -> str:
 
 def _reviewed_unlabelled(verdict: str, label: str) -> str:
     if verdict == Review.Verdict.AGREE:
-        if label not in ("benign", "normal"):
+        if label not in NOT_MALIGNANT:
             raise ValidationError(
                 {"label": ["The model found no sign of malignancy: say whether you read benign or normal."]}
             )

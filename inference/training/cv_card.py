@@ -8,6 +8,7 @@ from typing import Any
 
 from ..artifacts import CARD_FILE, CARD_MARKDOWN_FILE
 from ..preprocessing import CLASS_NAMES
+from .card import _fmt
 
 
 def write_cv_card(out_dir: Path, card: dict[str, Any]) -> None:
@@ -15,25 +16,26 @@ def write_cv_card(out_dir: Path, card: dict[str, Any]) -> None:
     (out_dir / CARD_MARKDOWN_FILE).write_text(render_cv_card_markdown(card))
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _mean_sd(entry: dict[str, Any]) -> str:
-    return f"{_fmt(entry.get('mean'))} ± {_fmt(entry.get('sd'))} (pooled {_fmt(entry.get('pooled'))})"
+def _spread(entry: dict[str, Any]) -> str:
+    pooled = f" (pooled {_fmt(entry['pooled'])})" if "pooled" in entry else ""
+    return f"{_fmt(entry.get('mean'))} ± {_fmt(entry.get('sd'))}{pooled}"
 
 
 def render_cv_card_markdown(card: dict[str, Any]) -> str:
-    cv, calibration, rule = card["cross_validation"], card["calibration"], card["study_rule"]
-    slices, study, assess = card["slice_metrics"], card["study_metrics"], card["assessability"]
-    separable = (rule["benign_normal_auc"] or 0) >= rule["separable_auc"]
-    named = "named" if separable else "not named; the result says so"
-    study_header = f"figure ({study['studies']} studies, {study['malignant_studies']} malignant)"
-    lines = [
+    sections = [_what_it_is, _cannot, _slices, _studies, _calibration, _assessable, _runs, _rest]
+    return "\n".join(line for section in sections for line in [*section(card), ""])
+
+
+def _what_it_is(card: dict[str, Any]) -> list[str]:
+    cv, training = card["cross_validation"], card.get("training") or {}
+    environment = training.get("environment") or {}
+    trained = (
+        f"- Trained with Keras {environment.get('keras', '?')} on {environment.get('backend', '?')} "
+        f"({', '.join(environment.get('devices') or ['CPU'])}) in {training.get('seconds')} s for all "
+        f"folds: learning rate {training.get('learning_rate')}, batch {training.get('batch_size')}, "
+        f"{training.get('optimizer', 'Adam')}, {training.get('loss', '')}."
+    )
+    return [
         f"# Model card: {card.get('name', '')}",
         "",
         "Research software: supports, never replaces, a radiologist's reading.",
@@ -45,46 +47,109 @@ def render_cv_card_markdown(card: dict[str, Any]) -> str:
         f"- Data: {card['dataset']['citation']} ({card['dataset']['slices']} distinct slices).",
         f"- Selection: {cv['folds']}-fold patient-grouped cross-validation: {cv['grouping']}. "
         f"Epochs: {cv['epoch_choice']}: {cv['chosen_epoch']} of {cv['epochs_trained']}.",
-        "- Every figure below is out-of-fold: each slice scored by the model that never saw its patient.",
-        "",
+        trained,
+        "- Every figure below is out-of-fold (each slice scored by the member that never saw its "
+        "patient), as a mean ± sd over folds and pooled over all folds.",
+    ]
+
+
+def _cannot(card: dict[str, Any]) -> list[str]:
+    rule = card["study_rule"]
+    auc = card["slice_metrics"]["pairwise_auc"]["benign_vs_normal"]
+    lines = ["## What it cannot do"]
+    if (rule["benign_normal_auc"] or 0) < rule["separable_auc"]:
+        lines.append(
+            f"- It cannot reliably tell **benign from normal**: ranking AUC {_spread(auc)}, below the "
+            f"{rule['separable_auc']} the rule asks for. Results say 'no sign of malignancy' and name "
+            "neither."
+        )
+    else:
+        lines.append(f"- Benign and normal are told apart with ranking AUC {_spread(auc)}.")
+    lines.append(
+        "- The not-assessable check knows photos, documents, blank and noise images; it cannot tell a "
+        "CT slice of another body region from a lung slice."
+    )
+    return lines
+
+
+def _slices(card: dict[str, Any]) -> list[str]:
+    slices = card["slice_metrics"]
+    pairwise = slices["pairwise_auc"]
+    return [
         "## Slices (calibrated)",
         "| figure | folds mean ± sd (pooled) |",
         "| --- | --- |",
-        f"| balanced accuracy | {_mean_sd(slices['balanced_accuracy'])} |",
-        *[f"| recall {name} | {_mean_sd(slices['recall'][name])} |" for name in CLASS_NAMES],
-        f"| malignant vs rest, ranking AUC | {_fmt(slices['pairwise_auc']['malignant_vs_rest'])} |",
-        f"| benign vs normal, ranking AUC | {_fmt(slices['pairwise_auc']['benign_vs_normal'])} |",
+        f"| balanced accuracy | {_spread(slices['balanced_accuracy'])} |",
+        *[f"| recall {name} | {_spread(slices['recall'][name])} |" for name in CLASS_NAMES],
+        f"| malignant vs rest, ranking AUC | {_spread(pairwise['malignant_vs_rest'])} |",
+        f"| benign vs normal, ranking AUC | {_spread(pairwise['benign_vs_normal'])} |",
         "",
+        f"![confusion matrix]({card['plots']['confusion']})",
+    ]
+
+
+def _studies(card: dict[str, Any]) -> list[str]:
+    rule, study = card["study_rule"], card["study_metrics"]
+    return [
         "## Studies",
-        f"Rule: suspicion is the calibrated probability of malignancy led by the most suspicious slice; "
+        "Rule: suspicion is the calibrated probability of malignancy led by the most suspicious slice; "
         f"malignant from suspicion {_fmt(rule['malignant_threshold'])} (chosen for malignant sensitivity "
-        f">= {rule['target_sensitivity']}). Benign and normal are named only where their cross-validated "
-        f"AUC reaches {rule['separable_auc']} (it is {_fmt(rule['benign_normal_auc'])}: "
-        f"{named}).",
+        f">= {rule['target_sensitivity']}).",
         "",
-        f"| {study_header} | folds mean ± sd (pooled) |",
+        f"| figure ({study['studies']} studies, {study['malignant_studies']} malignant) | folds mean ± sd "
+        "(pooled) |",
         "| --- | --- |",
-        f"| malignant sensitivity | {_mean_sd(study['sensitivity'])} |",
-        f"| specificity | {_mean_sd(study['specificity'])} |",
+        f"| malignant sensitivity | {_spread(study['sensitivity'])} |",
+        f"| specificity | {_spread(study['specificity'])} |",
         "",
         f"Studies here are {study['approximation']}.",
-        "",
+    ]
+
+
+def _calibration(card: dict[str, Any]) -> list[str]:
+    calibration = card["calibration"]
+    return [
         "## Calibration",
-        f"{calibration['method']}: temperature {_fmt(calibration['temperature'])}; expected calibration "
-        f"error (top label, 10 bins) {_fmt(calibration['ece_before'])} before, "
-        f"{_fmt(calibration['ece_after'])} after.",
-        "The temperature was fitted on single fold models; the ensemble averages them (see the note below).",
+        f"{calibration['method']}: temperature {_fmt(calibration['temperature'])}. Expected calibration "
+        f"error (top label, 10 bins): before {_spread(calibration['ece_before_folds'])} per fold, "
+        f"{_fmt(calibration['ece_before'])} pooled; after {_spread(calibration['ece_after_folds'])} per "
+        f"fold, {_fmt(calibration['ece_after'])} pooled.",
         "",
         f"![reliability]({card['plots']['reliability']})",
-        "",
+    ]
+
+
+def _assessable(card: dict[str, Any]) -> list[str]:
+    assess = card["assessability"]
+    return [
         "## Not assessable",
-        f"{assess['method']}. False flags on held-out real slices: {_fmt(assess['false_flag_rate'])}; "
-        f"caught {_fmt(assess['catch_rate'])} of {len(assess['non_ct_images'])} generated non-CT images.",
-        "",
-        "## Plots",
-        f"![held-out loss by epoch]({card['plots']['cv_curves']})",
-        f"![confusion matrix]({card['plots']['confusion']})",
-        "",
+        f"{assess['method']}. False flags on held-out real slices (limits fitted on the other folds): "
+        f"{_fmt(assess['false_flag_rate'])}; caught {_fmt(assess['catch_rate'])} of "
+        f"{len(assess['non_ct_images'])} generated non-CT images.",
+    ]
+
+
+def _runs(card: dict[str, Any]) -> list[str]:
+    runs = card.get("comparisons") or []
+    lines = [
+        "## Runs compared (same folds)",
+        "| run | px | learning rate | epoch | held-out loss | balanced accuracy | recall normal / benign / "
+        "malignant | study sensitivity / specificity | ECE after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        recall = " / ".join(_fmt(run["recall"][name]) for name in CLASS_NAMES)
+        lines.append(
+            f"| {run['run']}{' (shipped)' if run['shipped'] else ''} | {run['image_size']} | "
+            f"{run['learning_rate']} | {run['chosen_epoch']} | {_fmt(run['held_out_loss'])} | "
+            f"{_spread(run['balanced_accuracy'])} | {recall} | {_fmt(run['sensitivity'])} / "
+            f"{_fmt(run['specificity'])} | {_fmt(run['ece_after'])} |"
+        )
+    return lines + ["", f"![held-out loss by epoch]({card['plots']['cv_curves']})"]
+
+
+def _rest(card: dict[str, Any]) -> list[str]:
+    return [
         "## Reproduce",
         "```",
         *card.get("reproduce", []),
@@ -94,6 +159,4 @@ def render_cv_card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Notes",
         *[f"- {note}" for note in card.get("notes", [])],
-        "",
     ]
-    return "\n".join(lines)

@@ -9,16 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocessing import CLASS_NAMES, IMAGE_SIZE
+from ..preprocessing import CLASS_NAMES
 from .data import Record
 
 SPLITS = ("train", "val", "test")
 
 
-def _thumbnail_vectors(images: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-norm 64x64 vectors for correlating slices."""
-    n = images.shape[0]
-    small = images.reshape(n, 64, IMAGE_SIZE // 64, 64, IMAGE_SIZE // 64).mean(axis=(2, 4))
+def thumbnail_vectors(images: np.ndarray, side: int = 64) -> np.ndarray:
+    """Zero-mean, unit-norm vectors of block-averaged thumbnails (about `side` pixels square) for
+    correlating neighbouring slices (any image size)."""
+    n, height, width = images.shape
+    factor = max(1, min(height, width) // side)
+    h, w = (height // factor) * factor, (width // factor) * factor
+    small = images[:, :h, :w].reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
     flat = small.reshape(n, -1).astype(np.float64)
     flat -= flat.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(flat, axis=1, keepdims=True)
@@ -123,7 +126,7 @@ def patient_block_split(
     if abs(sum(fractions) - 1) > 1e-6:
         raise ValueError("fractions must sum to 1")
     assignment = np.full(len(records), -1, dtype=np.int64)
-    vectors = _thumbnail_vectors(images)
+    vectors = thumbnail_vectors(images)
     description: dict[str, Any] = {
         "method": (
             "contiguous blocks of `sequence` within each class (train lowest, test highest), "

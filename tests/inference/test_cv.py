@@ -9,18 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.preprocessing import CLASS_NAMES, IMAGE_SIZE, preprocess_gray
+from inference.preprocessing import CLASS_NAMES, preprocess_gray
 from inference.training.cv import (
     _Budget,
     fold_summary,
     grouped_folds,
     load_device_data,
     prepare_device_data,
-    thumbnail_vectors,
     weighted_log_loss,
 )
 from inference.training.data import Record, load_images, read_manifest, unique_records
-from inference.training.split import _thumbnail_vectors
 
 from .conftest import ROOT, tiny_dataset
 
@@ -85,11 +83,6 @@ def test_grouped_folds_refuse_a_class_smaller_than_k() -> None:
     records, images, _ = _patients({"normal": [3, 3], "benign": [2], "malignant": [3, 3]})
     with pytest.raises(ValueError, match="fewer than 5 folds"):
         grouped_folds(records, images, k=5)
-
-
-def test_thumbnail_vectors_match_the_split_at_the_cached_size() -> None:
-    images = np.random.default_rng(1).integers(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.uint8)
-    assert np.allclose(thumbnail_vectors(images), _thumbnail_vectors(images))
 
 
 @pytest.mark.skipif(not DATASET.is_dir(), reason=f"the dataset is not at {DATASET}")

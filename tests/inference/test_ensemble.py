@@ -30,11 +30,16 @@ def test_a_tiny_cross_validation_run_writes_a_complete_card(tmp_path: Path) -> N
     args = ["--data", str(tmp_path / "device" / "data_32.npz"), "--out", str(run), "--epochs", "2"]
     assert device_cv.main([*args, "--batch-size", "8"]) == device_cv.EXIT_COMPLETED
 
+    other = tmp_path / "other"  # another learning rate on the same folds, for the comparison table
+    assert (
+        device_cv.main([*args[:3], str(other), *args[4:], "--batch-size", "8", "--learning-rate", "3e-4"])
+        == 0
+    )
+
     model_dir = tmp_path / "model"
     out = io.StringIO()
-    call_command(
-        "build_ensemble", str(run), "--data", str(data), "--out", str(model_dir), "--name", "tiny", stdout=out
-    )
+    words = ["build_ensemble", str(run), "--data", str(data), "--out", str(model_dir), "--name", "tiny"]
+    call_command(*words, "--compare", str(other), stdout=out)
 
     card = json.loads((model_dir / "card.json").read_text())
     for key in ("members", "image_size", "cross_validation", "calibration", "study_rule", "assessability"):
@@ -46,7 +51,9 @@ def test_a_tiny_cross_validation_run_writes_a_complete_card(tmp_path: Path) -> N
     for figure in ("sensitivity", "specificity"):
         assert set(card["study_metrics"][figure]) == {"pooled", "mean", "sd"}
     assert card["assessability"]["catch_rate"] > 0.5 and card["assessability"]["limits"]
-    assert card["reproduce"][-1].startswith("python manage.py build_ensemble")
+    assert any(step.startswith("python manage.py build_ensemble") for step in card["reproduce"])
+    assert [run["run"] for run in card["comparisons"]] == ["run", "other"]
+    assert card["comparisons"][0]["shipped"] and not card["comparisons"][1]["shipped"]
     text = (model_dir / CARD_MARKDOWN_FILE).read_text()
     assert "out-of-fold" in text and "calibration error" in text and "Reproduce" in text
     for plot in card["plots"].values():
@@ -62,3 +69,25 @@ def test_a_tiny_cross_validation_run_writes_a_complete_card(tmp_path: Path) -> N
     first = next(iter(sorted(data.rglob("*.png"))))
     probabilities = predictor.predict([preprocess(inspect(first.read_bytes()).image, size=32)])
     assert probabilities.shape == (1, 3) and probabilities.sum() == pytest.approx(1.0)
+
+
+def test_given_members_must_hold_the_runs_fold_weights(tmp_path: Path) -> None:
+    from django.core.management.base import CommandError
+
+    from inference.training import device_cv
+    from inference.training.cv import convert_to_keras, prepare_device_data
+
+    data = tmp_path / "data"
+    tiny_dataset(data)
+    prepare_device_data(data, tmp_path / "device", sizes=(32,), k=2, echo=lambda _: None)
+    runs = {}
+    for name, rate in (("a", "1e-3"), ("b", "3e-4")):
+        runs[name] = tmp_path / name
+        args = ["--data", str(tmp_path / "device" / "data_32.npz"), "--out", str(runs[name]), "--epochs", "1"]
+        assert device_cv.main([*args, "--batch-size", "8", "--learning-rate", rate]) == 0
+    wrong = convert_to_keras(runs["b"], tmp_path / "b-keras", echo=lambda _: None)
+    out = tmp_path / "m"
+    words = ["build_ensemble", str(runs["a"]), "--data", str(data), "--out", str(out), "--name", "x"]
+    with pytest.raises(CommandError, match="does not hold fold 0"):
+        call_command(*words, "--members", *map(str, wrong), stdout=io.StringIO())
+    assert not out.exists()

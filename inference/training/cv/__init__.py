@@ -12,7 +12,7 @@ with JAX on the device GPU (`inference.training.device_cv`). No Django; numpy an
 time, Keras only when a function here trains, converts or predicts.
 
 Modules:
-    folds        thumbnail_vectors, grouped_folds, fold_summary (contiguous `sequence` blocks)
+    folds        grouped_folds, fold_summary (contiguous `sequence` blocks; thumbnails from `split`)
     device_data  DeviceData, prepare_device_data, load_device_data (derived slices, CRC-32)
     scores       class weights, the class-weighted log loss, balanced accuracy
     trainer      the one compiled model every fold reuses (`_Trainer`), PredictContext
@@ -44,10 +44,10 @@ from .folds import (
     thumbnail_vectors,
 )
 from .output import (
+    FOLD_WEIGHTS_FILE,
     LOG_FILE,
     MAX_OUTPUT_FILES,
     RESULT_FILE,
-    WEIGHTS_FILE,
     build_fold_model,
     check_conversion,
     convert_to_keras,
@@ -71,7 +71,7 @@ __all__ = [
     "LOG_FILE",
     "MAX_OUTPUT_FILES",
     "RESULT_FILE",
-    "WEIGHTS_FILE",
+    "FOLD_WEIGHTS_FILE",
     "CVResult",
     "DeviceData",
     "PredictContext",

@@ -13,27 +13,13 @@ import numpy as np
 
 from ...preprocessing import CLASS_NAMES
 from ..data import Record
-from ..split import _snapped_cuts
+from ..split import _snapped_cuts, thumbnail_vectors
 
 DEFAULT_K = 5
 DEFAULT_SNAP_WINDOW = 0.05
 # A cut moves at most this many slices (about one patient here): with ±5% of a large class the
 # least-correlated pair can lie far enough away to unbalance the folds (52 to 99 normal slices).
 DEFAULT_MAX_SHIFT = 12
-
-
-def thumbnail_vectors(images: np.ndarray, side: int = 64) -> np.ndarray:
-    """Zero-mean, unit-norm vectors of block-averaged thumbnails (about `side` pixels square) for
-    correlating slices. For 256 px images this is `split._thumbnail_vectors`; other sizes work
-    too."""
-    n, height, width = images.shape
-    factor = max(1, min(height, width) // side)
-    h, w = (height // factor) * factor, (width // factor) * factor
-    small = images[:, :h, :w].reshape(n, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
-    flat = small.reshape(n, -1).astype(np.float64)
-    flat -= flat.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(flat, axis=1, keepdims=True)
-    return cast(np.ndarray, flat / np.where(norms == 0, 1, norms))
 
 
 def _class_indices(records: Sequence[Record], label: str) -> list[int]:

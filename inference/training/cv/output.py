@@ -17,7 +17,7 @@ from .device_data import load_device_data
 from .result import CVResult
 
 RESULT_FILE = "cv_result.npz"
-WEIGHTS_FILE = "weights.npz"
+FOLD_WEIGHTS_FILE = "weights.npz"
 LOG_FILE = "cv_log.txt"
 MAX_OUTPUT_FILES = 8
 
@@ -72,7 +72,7 @@ def save_cv(
         for i, w in enumerate(ws)
     }
     _savez(
-        out_dir / WEIGHTS_FILE,
+        out_dir / FOLD_WEIGHTS_FILE,
         folds=np.array(sorted(result.fold_weights), dtype=np.int64),
         n_weights=np.array(len(next(iter(result.fold_weights.values()), []))),
         variant=np.array(result.variant),
@@ -86,12 +86,12 @@ def save_cv(
     files = sorted(p for p in out_dir.rglob("*") if p.is_file())
     if len(files) > MAX_OUTPUT_FILES:
         raise RuntimeError(f"{out_dir} holds {len(files)} files; at most {MAX_OUTPUT_FILES} come back")
-    return [out_dir / RESULT_FILE, out_dir / WEIGHTS_FILE, out_dir / LOG_FILE]
+    return [out_dir / RESULT_FILE, out_dir / FOLD_WEIGHTS_FILE, out_dir / LOG_FILE]
 
 
 def load_fold_weights(out_dir: Path) -> tuple[dict[str, Any], dict[int, list[np.ndarray]]]:
     """(settings to rebuild the model, {fold: weights}) from `weights.npz`."""
-    with np.load(Path(out_dir) / WEIGHTS_FILE) as data:
+    with np.load(Path(out_dir) / FOLD_WEIGHTS_FILE) as data:
         meta = {
             "variant": str(data["variant"]),
             "image_size": int(data["image_size"]),
