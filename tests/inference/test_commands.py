@@ -180,3 +180,12 @@ def test_serving_reproduces_each_members_out_of_fold_predictions(shipped, datase
         ]
         probabilities = np.asarray(model(gray_to_input(np.stack(images)), training=False))
         assert np.abs(probabilities - cv["oof_probs"][held_out]).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_serving_cost_times_a_study_with_the_active_version(shipped, dataset_dir) -> None:
+    out = io.StringIO()
+    call_command("serving_cost", "--data", str(dataset_dir / "malignant"), "--slices", "3", stdout=out)
+    text = out.getvalue()
+    assert "3 slices, 3 assessable" in text and "a study, warm worker" in text
+    assert ModelVersion.objects.get(is_active=True).name in text
