@@ -1,10 +1,19 @@
+"""Admin: care teams and users are managed here; the clinical record is shown, never edited or
+deleted (corrections go through the portal's services, which the audit trail records)."""
+
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.db.models import Model
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
+from audit.admin import AuditedModelAdmin, RecordAdmin, patient_log_url
+
+from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult
 
 
 def _link(obj: Model | None, label: str | None = None) -> str:
@@ -14,8 +23,32 @@ def _link(obj: Model | None, label: str | None = None) -> str:
     return format_html('<a href="{}">{}</a>', url, label or obj)
 
 
+class ReadOnlyInline(admin.TabularInline):
+    """Rows of the record shown under their parent: nothing added, changed or deleted here."""
+
+    extra = 0
+    can_delete = False
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
+    """Users are deactivated, never deleted: their name stays on everything they did."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(CareTeam)
-class CareTeamAdmin(admin.ModelAdmin):
+class CareTeamAdmin(AuditedModelAdmin):
     list_display = ["name", "member_count"]
     search_fields = ["name", "members__username"]
     filter_horizontal = ["members"]
@@ -25,12 +58,9 @@ class CareTeamAdmin(admin.ModelAdmin):
         return obj.members.count()
 
 
-class ScanInline(admin.TabularInline):
+class ScanInline(ReadOnlyInline):
     model = Scan
     readonly_fields = ("scan_link", "study_date", "note", "created_at")
-    fields = readonly_fields
-    extra = 0
-    can_delete = False
     show_change_link = True
 
     @admin.display(description="Scan")
@@ -39,35 +69,38 @@ class ScanInline(admin.TabularInline):
 
 
 @admin.register(Patient)
-class PatientAdmin(admin.ModelAdmin):
+class PatientAdmin(RecordAdmin):
     list_display = ["mrn", "name", "team", "birth_date", "sex", "created_at"]
     list_filter = ["team", "sex"]
     search_fields = ["mrn", "name"]
     date_hierarchy = "created_at"
-    readonly_fields = ["created_by", "created_at", "updated_at"]
+    # Demographics are corrected in the portal, where the change is validated and audited.
+    readonly_fields = [
+        "team",
+        "mrn",
+        "name",
+        "birth_date",
+        "sex",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "access_log",
+    ]
     inlines = [ScanInline]
 
+    @admin.display(description="Access log")
+    def access_log(self, obj: Patient) -> str:
+        return format_html('<a href="{}">Who read or changed this record</a>', patient_log_url(obj.pk))
 
-class SliceInline(admin.TabularInline):
+
+class SliceInline(ReadOnlyInline):
     model = Slice
     readonly_fields = ("position", "original_name", "content_type", "width", "height", "size_bytes", "sha256")
-    fields = readonly_fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
 
-class PredictionInline(admin.TabularInline):
+class PredictionInline(ReadOnlyInline):
     model = Prediction
     readonly_fields = ("prediction_link", "status", "label", "model_version", "created_at")
-    fields = readonly_fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
     @admin.display(description="Prediction")
     def prediction_link(self, obj: Prediction) -> str:
@@ -75,12 +108,11 @@ class PredictionInline(admin.TabularInline):
 
 
 @admin.register(Scan)
-class ScanAdmin(admin.ModelAdmin):
+class ScanAdmin(RecordAdmin):
     list_display = ["__str__", "patient_link", "study_date", "slice_count", "created_at"]
     list_filter = ["study_date", "patient__team"]
     search_fields = ["patient__mrn", "patient__name", "note"]
-    readonly_fields = ["patient_link", "uploaded_by", "created_at"]
-    fields = ["patient_link", "study_date", "note", "uploaded_by", "created_at"]
+    readonly_fields = fields = ("patient_link", "study_date", "note", "uploaded_by", "created_at")
     inlines = [SliceInline, PredictionInline]
     list_select_related = ["patient"]
 
@@ -93,19 +125,27 @@ class ScanAdmin(admin.ModelAdmin):
         return obj.slices.count()
 
 
-class SliceResultInline(admin.TabularInline):
+class SliceResultInline(ReadOnlyInline):
     model = SliceResult
     readonly_fields = ("slice", "assessable", "reason", "label", "p_normal", "p_benign", "p_malignant")
-    fields = readonly_fields
-    extra = 0
-    can_delete = False
 
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
+
+class PredictionRunInline(ReadOnlyInline):
+    model = PredictionRun
+    readonly_fields = (
+        "status",
+        "error",
+        "attempts",
+        "requested_by",
+        "queued_at",
+        "finished_at",
+        "rerun_by",
+        "rerun_at",
+    )
 
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(RecordAdmin):
     list_display = [
         "__str__",
         "scan_link",
@@ -146,10 +186,7 @@ class PredictionAdmin(admin.ModelAdmin):
         "task_id",
     ]
     exclude = ["scan"]
-    inlines = [SliceResultInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    inlines = [PredictionRunInline, SliceResultInline]
 
     @admin.display(description="Scan")
     def scan_link(self, obj: Prediction) -> str:
@@ -161,16 +198,22 @@ class PredictionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Review)
-class ReviewAdmin(admin.ModelAdmin):
+class ReviewAdmin(RecordAdmin):
     list_display = ["__str__", "prediction_link", "reviewer", "verdict", "label", "created_at"]
     list_filter = ["verdict", "label"]
     search_fields = ["prediction__scan__patient__mrn", "reviewer__username", "comment"]
-    readonly_fields = ["prediction_link", "reviewer", "verdict", "label", "comment", "created_at"]
+    readonly_fields = [
+        "prediction_link",
+        "reviewer",
+        "verdict",
+        "label",
+        "comment",
+        "created_at",
+        "supersedes",
+        "superseded_by",
+    ]
     exclude = ["prediction"]
-    list_select_related = ["prediction", "reviewer"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    list_select_related = ["prediction", "reviewer", "superseded_by"]
 
     @admin.display(description="Prediction")
     def prediction_link(self, obj: Review) -> str:
@@ -178,7 +221,7 @@ class ReviewAdmin(admin.ModelAdmin):
 
 
 @admin.register(Slice)
-class SliceAdmin(admin.ModelAdmin):
+class SliceAdmin(RecordAdmin):
     list_display = ["__str__", "scan_link", "original_name", "content_type", "width", "height", "size_bytes"]
     list_filter = ["content_type"]
     search_fields = ["original_name", "sha256", "scan__patient__mrn"]
@@ -197,16 +240,13 @@ class SliceAdmin(admin.ModelAdmin):
     exclude = ["scan"]
     list_select_related = ["scan"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.display(description="Scan")
     def scan_link(self, obj: Slice) -> str:
         return _link(obj.scan)
 
 
 @admin.register(SliceResult)
-class SliceResultAdmin(admin.ModelAdmin):
+class SliceResultAdmin(RecordAdmin):
     list_display = ["__str__", "prediction_link", "label", "p_normal", "p_benign", "p_malignant"]
     list_filter = ["label"]
     search_fields = ["prediction__scan__patient__mrn"]
@@ -224,9 +264,25 @@ class SliceResultAdmin(admin.ModelAdmin):
     exclude = ["prediction"]
     list_select_related = ["prediction", "slice"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.display(description="Prediction")
     def prediction_link(self, obj: SliceResult) -> str:
         return _link(obj.prediction)
+
+
+@admin.register(PredictionRun)
+class PredictionRunAdmin(RecordAdmin):
+    list_display = ["__str__", "status", "attempts", "requested_by", "rerun_by", "rerun_at"]
+    list_filter = ["status"]
+    readonly_fields = fields = (
+        "prediction",
+        "status",
+        "error",
+        "attempts",
+        "task_id",
+        "requested_by",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "rerun_by",
+        "rerun_at",
+    )

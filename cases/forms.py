@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from django import forms
@@ -69,12 +70,28 @@ class ScanUploadForm(forms.ModelForm):
 
 
 class ReviewForm(forms.ModelForm):
+    # Offered from this prediction's current reviews only; the service checks again on save.
+    supersedes = forms.TypedChoiceField(
+        required=False, coerce=int, empty_value=None, label="This review", choices=[("", "is a new review")]
+    )
+
     class Meta:
         model = Review
         fields = ["verdict", "label", "comment"]
         widgets = {"verdict": forms.RadioSelect, "comment": forms.Textarea(attrs={"rows": 2})}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, correctable: Sequence[Review] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        supersedes = cast(forms.TypedChoiceField, self.fields["supersedes"])
+        if correctable:
+            supersedes.choices = [
+                ("", "is a new review"),
+                *(
+                    (r.pk, f"corrects review {r.pk} by {r.reviewer} ({r.get_label_display()})")
+                    for r in correctable
+                ),
+            ]
+        else:
+            supersedes.widget = forms.HiddenInput()
         self.fields["label"].required = False
         self.fields["label"].help_text = "Only when you disagree: the label you read."

@@ -50,7 +50,7 @@ class Patient(models.Model):
     birth_date = models.DateField()
     sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -72,6 +72,10 @@ class Patient(models.Model):
         return reverse("cases:patient_detail", args=[self.pk])
 
     @property
+    def audit_patient_id(self) -> int:
+        return self.pk
+
+    @property
     def age(self) -> int:
         today = date.today()
         before_birthday = (today.month, today.day) < (self.birth_date.month, self.birth_date.day)
@@ -81,11 +85,12 @@ class Patient(models.Model):
 class Scan(models.Model):
     """A study: one or more CT slices uploaded together."""
 
-    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="scans")
+    # PROTECT throughout the record: nothing clinical is erased by a cascade (see `purge_records`).
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scans")
     study_date = models.DateField(default=date.today)
     note = models.TextField(blank=True, max_length=2000)
     uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -98,9 +103,13 @@ class Scan(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("cases:scan_detail", args=[self.pk])
 
+    @property
+    def audit_patient_id(self) -> int:
+        return self.patient_id
+
 
 class Slice(models.Model):
-    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="slices")
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="slices")
     position = models.PositiveIntegerField()
     # Stored under a generated name; the client's name is kept for display only.
     image = models.FileField(max_length=200)
@@ -121,6 +130,10 @@ class Slice(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("cases:slice_image", args=[self.pk])
+
+    @property
+    def audit_patient_id(self) -> int:
+        return self.scan.patient_id
 
 
 class Probabilities(models.Model):
@@ -164,7 +177,7 @@ class Prediction(Probabilities):
 
     AGGREGATION_RULE = RULE_SUMMARY
 
-    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="predictions")
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="predictions")
     model_version = models.ForeignKey(
         "inference.ModelVersion", on_delete=models.PROTECT, related_name="predictions"
     )
@@ -173,7 +186,7 @@ class Prediction(Probabilities):
     attempts = models.PositiveSmallIntegerField(default=0)
     task_id = models.CharField(max_length=255, blank=True, help_text="Celery task that claimed the last run")
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     queued_at = models.DateTimeField(default=timezone.now)
@@ -213,6 +226,10 @@ class Prediction(Probabilities):
 
     def get_absolute_url(self) -> str:
         return reverse("cases:prediction_detail", args=[self.pk])
+
+    @property
+    def audit_patient_id(self) -> int:
+        return self.scan.patient_id
 
     @property
     def is_final(self) -> bool:
@@ -276,8 +293,8 @@ class Prediction(Probabilities):
 
 
 class SliceResult(Probabilities):
-    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="slice_results")
-    slice = models.ForeignKey(Slice, on_delete=models.CASCADE, related_name="results")
+    prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="slice_results")
+    slice = models.ForeignKey(Slice, on_delete=models.PROTECT, related_name="results")
     heatmap = models.FileField(max_length=200, blank=True)
     assessable = models.BooleanField(default=True)
     reason = models.CharField(max_length=300, blank=True, help_text="why the slice was not assessable")
@@ -291,15 +308,47 @@ class SliceResult(Probabilities):
     def __str__(self) -> str:
         return f"{self.label} for slice {self.slice_id}"
 
+    @property
+    def audit_patient_id(self) -> int:
+        return self.prediction.scan.patient_id
+
+
+class PredictionRun(models.Model):
+    """An earlier attempt at a prediction, kept when it is re-run: its error and who asked."""
+
+    prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="earlier_runs")
+    status = models.CharField(max_length=16, choices=Prediction.Status.choices)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    task_id = models.CharField(max_length=255, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    queued_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    rerun_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    rerun_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-rerun_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Earlier {self.status} run of prediction {self.prediction_id}"
+
 
 class Review(models.Model):
-    """A clinician's reading of a finished prediction: the record of agreement or correction."""
+    """A clinician's reading of a finished prediction: the record of agreement or correction.
+
+    Immutable: a correction is a new review that `supersedes` this one."""
 
     class Verdict(models.TextChoices):
         AGREE = "agree", "Agree"
         DISAGREE = "disagree", "Disagree"
 
-    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="reviews")
+    prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     label = models.CharField(
@@ -309,14 +358,24 @@ class Review(models.Model):
     )
     comment = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # One-to-one: a review is corrected at most once, so corrections form a single line.
+    supersedes = models.OneToOneField(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="superseded_by",
+        help_text="the earlier review this one corrects",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["prediction", "reviewer"],
+                condition=Q(supersedes__isnull=True),
                 name="review_once_per_reviewer",
-                violation_error_message="You have already reviewed this prediction.",
+                violation_error_message="You have already reviewed this prediction; correct your review.",
             ),
         ]
 
@@ -325,3 +384,16 @@ class Review(models.Model):
 
     def get_absolute_url(self) -> str:
         return self.prediction.get_absolute_url() + f"#review-{self.pk}"
+
+    @property
+    def audit_patient_id(self) -> int:
+        return self.prediction.scan.patient_id
+
+    @property
+    def is_current(self) -> bool:
+        """Not corrected by a later review (read from the reverse one-to-one)."""
+        try:
+            self.superseded_by  # noqa: B018
+        except Review.DoesNotExist:
+            return True
+        return False

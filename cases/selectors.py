@@ -8,14 +8,27 @@ from datetime import datetime
 from typing import TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
-from django.shortcuts import get_object_or_404
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.db.models import Model, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.http import Http404
 
-from .models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
+from audit import trail
+
+from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult
 
 Viewer = User | AnonymousUser
 PatientT = TypeVar("PatientT", bound=Patient)
+ModelT = TypeVar("ModelT", bound=Model)
+
+# How each record reaches its patient: for telling a refused look at an existing object from a miss.
+PATIENT_PATHS: dict[type[Model], str] = {
+    Patient: "pk",
+    Scan: "patient_id",
+    Slice: "scan__patient_id",
+    Prediction: "scan__patient_id",
+    SliceResult: "prediction__scan__patient_id",
+    Review: "prediction__scan__patient_id",
+}
 
 
 def signed_in(user: Viewer) -> User:
@@ -55,8 +68,27 @@ def patients_search(patients: QuerySet[PatientT], query: str) -> QuerySet[Patien
     return patients.filter(Q(mrn__icontains=query) | Q(name__icontains=query))
 
 
+def scoped_get(queryset: QuerySet[ModelT], pk: object) -> ModelT:
+    """The object if the viewer may see it; else 404, and a refused look at an existing record
+    goes into the audit trail."""
+    try:
+        return queryset.get(pk=pk)
+    except (ObjectDoesNotExist, ValueError, TypeError):
+        refused_if_exists(queryset.model, pk)
+        raise Http404(f"No {queryset.model._meta.verbose_name} matches the given query.") from None
+
+
+def refused_if_exists(model: type[Model], pk: object) -> None:
+    path = PATIENT_PATHS.get(model)
+    if path is None or not isinstance(pk, int | str) or not str(pk).isdigit():
+        return
+    patient_id = model._default_manager.filter(pk=pk).values_list(path, flat=True).first()
+    if patient_id is not None:
+        trail.refused(model, int(pk), patient_id=patient_id)
+
+
 def patient_get(user: Viewer, pk: int) -> Patient:
-    return get_object_or_404(patients_for(user), pk=pk)
+    return scoped_get(patients_for(user), pk)
 
 
 def scans_for(user: Viewer) -> QuerySet[Scan]:
@@ -70,7 +102,7 @@ def predictions_for(user: Viewer) -> QuerySet[Prediction]:
 
 
 def _reviews() -> Prefetch:
-    return Prefetch("reviews", queryset=Review.objects.select_related("reviewer"))
+    return Prefetch("reviews", queryset=Review.objects.select_related("reviewer", "superseded_by"))
 
 
 def _predictions_with_results() -> QuerySet[Prediction]:
@@ -87,26 +119,27 @@ def scans_detailed(user: Viewer) -> QuerySet[Scan]:
 
 def predictions_detailed(user: Viewer) -> QuerySet[Prediction]:
     return predictions_for(user).prefetch_related(
-        Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice")), _reviews()
+        Prefetch("slice_results", queryset=SliceResult.objects.select_related("slice")),
+        _reviews(),
+        Prefetch("earlier_runs", queryset=PredictionRun.objects.select_related("requested_by", "rerun_by")),
     )
 
 
 def scan_get(user: Viewer, pk: int) -> Scan:
-    return get_object_or_404(scans_detailed(user), pk=pk)
+    return scoped_get(scans_detailed(user), pk)
 
 
 def prediction_get(user: Viewer, pk: int) -> Prediction:
-    return get_object_or_404(predictions_detailed(user), pk=pk)
+    return scoped_get(predictions_detailed(user), pk)
 
 
 def slice_get(user: Viewer, pk: int) -> Slice:
-    return get_object_or_404(Slice.objects.filter(scan__in=scans_for(user)), pk=pk)
+    return scoped_get(Slice.objects.filter(scan__in=scans_for(user)).select_related("scan"), pk)
 
 
 def slice_result_get(user: Viewer, pk: int) -> SliceResult:
-    return get_object_or_404(
-        SliceResult.objects.filter(prediction__in=predictions_for(user)).exclude(heatmap=""), pk=pk
-    )
+    results = SliceResult.objects.filter(prediction__in=predictions_for(user)).exclude(heatmap="")
+    return scoped_get(results.select_related("prediction__scan"), pk)
 
 
 def predictions_status(user: Viewer, ids: list[int]) -> QuerySet[Prediction]:

@@ -16,6 +16,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit import trail
 from inference.models import ModelVersion
 from inference.preprocessing import ACCEPTED_FORMATS_TEXT, CLASS_NAMES
 from inference.services import model_version_active
@@ -49,6 +50,7 @@ def _act(request: HttpRequest, target: Any, action: Callable[[], object], succes
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     predictions = selectors.dashboard_predictions(request.user)
+    trail.read_list("worklist")
     context = {
         "page": _page(request, predictions),
         "failed": predictions.filter(status=Prediction.Status.FAILED)[:10],
@@ -68,6 +70,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     label = request.GET.get("label", "")
     label = label if label in CLASS_NAMES else ""
     patients = selectors.patients_with_latest_result(request.user, query=query, label=label)
+    trail.read_list("patient_list", detail="searched" if query else "")
     return render(
         request,
         "cases/patient_list.html",
@@ -95,9 +98,13 @@ def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(request.user, pk)
     form = PatientForm(request.POST or None, instance=patient, user=selectors.signed_in(request.user))
     if request.method == "POST" and form.is_valid():
-        services.patient_update(patient=patient, **form.cleaned_data)
+        services.patient_update(
+            patient=patient, updated_by=selectors.signed_in(request.user), **form.cleaned_data
+        )
         messages.success(request, "Patient details saved.")
         return redirect(patient)
+    if request.method == "GET":
+        trail.read(patient)
     return render(
         request, "cases/patient_form.html", {"form": form, "title": f"Edit {patient}", "patient": patient}
     )
@@ -108,6 +115,7 @@ def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(request.user, pk)
     history = selectors.patient_history(request.user, patient)
+    trail.read(patient, object_type="history")
     return render(
         request,
         "cases/patient_detail.html",
@@ -167,6 +175,7 @@ def _form_error_response(form: ScanUploadForm) -> JsonResponse:
 @require_GET
 def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     scan = selectors.scan_get(request.user, pk)
+    trail.read(scan)
     predictions = list(scan.predictions.all())
     try:
         active = model_version_active()
@@ -199,6 +208,7 @@ def scan_predict(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def prediction_detail(request: HttpRequest, pk: int) -> HttpResponse:
     prediction = selectors.prediction_get(request.user, pk)
+    trail.read(prediction)
     return render(
         request,
         "cases/prediction_detail.html",
@@ -207,17 +217,25 @@ def prediction_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "scan": prediction.scan,
             "patient": prediction.scan.patient,
             "aggregation_rule": Prediction.AGGREGATION_RULE,
-            "review_form": ReviewForm(),
-            "reviewed": any(r.reviewer_id == request.user.pk for r in prediction.reviews.all()),
+            "review_form": _review_form(prediction, request.user),
         },
     )
+
+
+def _review_form(prediction: Prediction, user: selectors.Viewer, data: Any = None) -> ReviewForm:
+    """The review form, offering to correct the prediction's current reviews (your own first)."""
+    current = sorted(
+        (r for r in prediction.reviews.all() if r.is_current), key=lambda r: r.reviewer_id != user.pk
+    )
+    own = next((r.pk for r in current if r.reviewer_id == user.pk), None)
+    return ReviewForm(data, correctable=current, initial={"supersedes": own})
 
 
 @login_required
 @require_POST
 def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
     prediction = selectors.prediction_get(request.user, pk)
-    form = ReviewForm(request.POST)
+    form = _review_form(prediction, request.user, request.POST)
     if not form.is_valid():
         messages.error(request, " ".join(str(m) for errors in form.errors.values() for m in errors))
         return redirect(prediction)

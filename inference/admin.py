@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+
+from audit import trail
+from audit.admin import AuditedModelAdmin
 
 from .models import ModelVersion
 from .services import model_version_activate
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(AuditedModelAdmin):
     list_display = ("name", "is_active", "balanced_accuracy_display", "created_at")
     list_filter = ("is_active", "created_at")
     search_fields = ("name", "sha256")
@@ -30,7 +34,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, "Select exactly one model version to activate.", level=messages.ERROR)
             return
         version = queryset.get()
-        model_version_activate(version=version)
+        with transaction.atomic():
+            model_version_activate(version=version)
+            trail.record_object(trail.Action.CHANGE, version, changes={"is_active": [False, True]})
         self.message_user(
             request,
             f"Model version “{version.name}” is now active; new predictions use it.",

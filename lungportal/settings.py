@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "knox",
     "csp",
     "axes",
+    "audit",
     "inference",
     "cases",
     "health",
@@ -113,6 +114,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Writes a request's reads to the audit trail when it ends (one query).
+    "audit.middleware.AuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",

@@ -95,10 +95,33 @@ class SliceResultSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
 
 class ReviewSerializer(serializers.ModelSerializer):
     reviewer = serializers.CharField(source="reviewer.get_username", read_only=True)
+    supersedes = serializers.IntegerField(
+        source="supersedes_id",
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="To correct a review: its id. The correction supersedes it; both are kept.",
+    )
+    superseded_by = serializers.IntegerField(
+        source="superseded_by.pk",
+        read_only=True,
+        allow_null=True,
+        help_text="The review correcting this one.",
+    )
 
     class Meta:
         model = Review
-        fields = ["id", "prediction", "reviewer", "verdict", "label", "comment", "created_at"]
+        fields = [
+            "id",
+            "prediction",
+            "reviewer",
+            "verdict",
+            "label",
+            "comment",
+            "created_at",
+            "supersedes",
+            "superseded_by",
+        ]
         read_only_fields = ["prediction"]
         extra_kwargs = {
             "label": {

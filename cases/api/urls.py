@@ -1,6 +1,8 @@
 from django.urls import include, path, re_path
 from rest_framework.routers import DefaultRouter
 
+from audit.api import AuditEntryList
+
 from ..urls_converters import IdConverter  # noqa: F401  (registers <id:...>)
 from . import views
 
@@ -19,6 +21,7 @@ urlpatterns = [
     path("slices/<id:pk>/file/", views.SliceFileView.as_view(), name="slice-file"),
     path("slices/<id:pk>/thumbnail/", views.SliceThumbnailView.as_view(), name="slice-thumbnail"),
     path("heatmaps/<id:pk>/", views.HeatmapView.as_view(), name="heatmap"),
+    path("audit/", AuditEntryList.as_view(), name="audit"),
     path("", include(router.urls)),
     re_path(r"^(?P<path>.*)$", views.api_not_found),
 ]

@@ -9,7 +9,8 @@ from typing import Any, cast
 
 import django_filters
 from django.contrib.auth import authenticate
-from django.http import FileResponse, JsonResponse
+from django.db import transaction
+from django.http import FileResponse, Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -24,6 +25,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from audit import trail
 from inference.models import ModelVersion
 from inference.preprocessing import CLASS_NAMES
 
@@ -60,7 +62,15 @@ class TokenObtainView(APIView):
             raise serializers.ValidationError(
                 {"non_field_errors": ["Unable to log in with these credentials."]}
             )
-        instance, token = AuthToken.objects.create(user)
+        with transaction.atomic():
+            instance, token = AuthToken.objects.create(user)
+            trail.record(
+                trail.Action.LOGIN,
+                object_type="user",
+                object_id=user.pk,
+                user=user,
+                detail=f"API token {instance.token_key}",
+            )
         return Response({"token": token, "expiry": instance.expiry})
 
 
@@ -81,12 +91,27 @@ class PatientFilter(django_filters.FilterSet):
         return selectors.patients_search(queryset, value)
 
 
+class AuditedRecordMixin(viewsets.GenericViewSet):
+    """Reads of one record go into the audit trail; so does an outsider's 404 on an existing one."""
+
+    def get_object(self) -> Any:
+        try:
+            return super().get_object()
+        except Http404:
+            selectors.refused_if_exists(self.get_queryset().model, self.kwargs.get(self.lookup_field))
+            raise
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()
+        trail.read(instance)
+        return Response(self.get_serializer(instance).data)
+
+
 class PatientViewSet(
+    AuditedRecordMixin,
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
-    mixins.RetrieveModelMixin,
     mixins.UpdateModelMixin,
-    viewsets.GenericViewSet,
 ):
     lookup_value_regex = ID_REGEX
     serializer_class = s.PatientSerializer
@@ -95,6 +120,10 @@ class PatientViewSet(
     def get_queryset(self) -> Any:
         return selectors.patients_with_latest_result(self.request.user)
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        trail.read_list("patient_list", detail="searched" if request.query_params else "")
+        return super().list(request, *args, **kwargs)
+
     def perform_create(self, serializer: BaseSerializer[Patient]) -> None:
         serializer.instance = services.patient_create(
             created_by=selectors.signed_in(self.request.user), **serializer.validated_data
@@ -102,7 +131,9 @@ class PatientViewSet(
 
     def perform_update(self, serializer: BaseSerializer[Patient]) -> None:
         patient = cast(Patient, serializer.instance)  # an update always has its instance
-        serializer.instance = services.patient_update(patient=patient, **serializer.validated_data)
+        serializer.instance = services.patient_update(
+            patient=patient, updated_by=selectors.signed_in(self.request.user), **serializer.validated_data
+        )
 
     @extend_schema(responses=s.HistoryEntrySerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
@@ -110,6 +141,7 @@ class PatientViewSet(
         """Scans and predictions of the patient, newest first."""
         patient = selectors.patient_get(request.user, int(pk))
         entries = selectors.patient_history(request.user, patient)
+        trail.read(patient, object_type="history")
         return Response(s.HistoryEntrySerializer(entries, many=True, context={"request": request}).data)
 
     @extend_schema(
@@ -139,7 +171,7 @@ class PatientViewSet(
         )
 
 
-class ScanViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ScanViewSet(AuditedRecordMixin):
     lookup_value_regex = ID_REGEX
     serializer_class = s.ScanSerializer
 
@@ -158,7 +190,7 @@ class ScanViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         )
 
 
-class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class PredictionViewSet(AuditedRecordMixin):
     lookup_value_regex = ID_REGEX
     serializer_class = s.PredictionSerializer
 
@@ -184,8 +216,12 @@ class PredictionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         prediction = self.get_object()
         form = s.ReviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        fields = dict(form.validated_data)
         review = services.review_submit(
-            prediction=prediction, reviewer=selectors.signed_in(request.user), **form.validated_data
+            prediction=prediction,
+            reviewer=selectors.signed_in(request.user),
+            supersedes=fields.pop("supersedes_id", None),
+            **fields,
         )
         return Response(
             s.ReviewSerializer(review, context={"request": request}).data, status=status.HTTP_201_CREATED
@@ -246,6 +282,7 @@ class HeatmapView(_FileView):
         return heatmap_response(selectors.slice_result_get(request.user, pk))
 
 
+# knox signals user_logged_out after revoking: the audit trail records a token revocation.
 @extend_schema(request=None, responses={204: None})
 class TokenLogoutView(knox_views.LogoutView):
     """Revoke the token this request was made with."""

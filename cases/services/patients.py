@@ -9,6 +9,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from audit import trail
+
 from ..models import CareTeam, Patient
 
 UPDATABLE_FIELDS = frozenset({"team", "mrn", "name", "birth_date", "sex"})
@@ -25,23 +27,35 @@ def patient_create(
 ) -> Patient:
     patient = Patient(team=team, mrn=mrn.strip(), name=name.strip(), birth_date=birth_date, sex=sex)
     patient.created_by = created_by
-    return _patient_save(patient)
+    return _patient_save(patient, action=trail.Action.CREATE, before={}, user=created_by)
 
 
-def patient_update(*, patient: Patient, **fields: Any) -> Patient:
+def patient_update(*, patient: Patient, updated_by: User | None, **fields: Any) -> Patient:
+    """Correct a patient's details; the trail keeps each changed field's value before and after.
+    A change of care team is recorded as a team move."""
     unknown = set(fields) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"cannot update {sorted(unknown)}")
+    before = _details(patient)
     for field, value in fields.items():
         setattr(patient, field, value.strip() if isinstance(value, str) else value)
-    return _patient_save(patient)
+    moved = before["team"] != _details(patient)["team"]
+    action = trail.Action.TEAM_MOVE if moved else trail.Action.CHANGE
+    return _patient_save(patient, action=action, before=before, user=updated_by)
 
 
-def _patient_save(patient: Patient) -> Patient:
+def _details(patient: Patient) -> dict[str, Any]:
+    return {name: getattr(patient, name) for name in sorted(UPDATABLE_FIELDS)}
+
+
+def _patient_save(patient: Patient, *, action: str, before: dict[str, Any], user: User | None) -> Patient:
     patient.full_clean()
+    changes = trail.changes_between(before, _details(patient))
     try:
         with transaction.atomic():
             patient.save()
+            if changes:
+                trail.record_object(action, patient, changes=changes, user=user)
     except IntegrityError:  # a simultaneous request took the MRN between the check and the save
         raise ValidationError(
             {"mrn": ["A patient with this MRN already exists in this care team."]}

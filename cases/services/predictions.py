@@ -14,10 +14,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import trail
 from inference.models import ModelVersion
 from inference.services import model_version_active
 
-from ..models import Prediction, Scan
+from ..models import Prediction, PredictionRun, Scan
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ def prediction_request(
             prediction = Prediction.objects.create(
                 scan=scan, model_version=version, requested_by=requested_by
             )
+            trail.record_object(
+                trail.Action.CREATE, prediction, user=requested_by, detail=f"with model {version}"
+            )
             enqueue_on_commit(prediction.pk)
     except IntegrityError:
         raise PredictionConflict(f"This scan already has a prediction from model {version}.") from None
@@ -68,12 +72,25 @@ def prediction_request(
 
 
 def prediction_rerun(*, prediction: Prediction, requested_by: User | None) -> Prediction:
-    """Put a failed or stale prediction back in the queue."""
+    """Put a failed or stale prediction back in the queue, keeping the earlier run's error,
+    attempts and requester as a `PredictionRun`."""
     if not (prediction.status == Prediction.Status.FAILED or prediction.is_stale):
         raise PredictionConflict(
             f"Only a failed or stale prediction can be re-run; this one is {prediction.status}."
         )
     with transaction.atomic():
+        earlier = PredictionRun(
+            prediction=prediction,
+            status=prediction.status,
+            error=prediction.error,
+            attempts=prediction.attempts,
+            task_id=prediction.task_id,
+            requested_by_id=prediction.requested_by_id,
+            queued_at=prediction.queued_at,
+            started_at=prediction.started_at,
+            finished_at=prediction.finished_at,
+            rerun_by=requested_by,
+        )
         updated = Prediction.objects.filter(
             pk=prediction.pk,
             status=prediction.status,
@@ -90,6 +107,13 @@ def prediction_rerun(*, prediction: Prediction, requested_by: User | None) -> Pr
         )
         if not updated:
             raise PredictionConflict("The prediction changed meanwhile; reload the page and try again.")
+        earlier.save()
+        trail.record_object(
+            trail.Action.RERUN,
+            prediction,
+            user=requested_by,
+            detail=f"earlier run: {earlier.status}, {earlier.attempts} attempt(s)",
+        )
         enqueue_on_commit(prediction.pk)
     prediction.refresh_from_db()
     return prediction

@@ -1,11 +1,15 @@
-"""A clinician's agreement with, or correction of, a finished prediction."""
+"""A clinician's agreement with, or correction of, a finished prediction.
+
+Reviews are immutable: a correction is a new review that supersedes the latest one, and both
+stay in the record with who and when."""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
+from audit import trail
 from inference.preprocessing import CLASS_NAMES
 from inference.study import MALIGNANT
 
@@ -15,20 +19,62 @@ NOT_MALIGNANT = tuple(name for name in CLASS_NAMES if name != MALIGNANT)
 
 
 def review_submit(
-    *, prediction: Prediction, reviewer: User, verdict: str, label: str = "", comment: str = ""
+    *,
+    prediction: Prediction,
+    reviewer: User,
+    verdict: str,
+    label: str = "",
+    comment: str = "",
+    supersedes: int | None = None,
 ) -> Review:
-    """Record a clinician's agreement with, or correction of, a finished prediction."""
+    """Record a clinician's agreement with, or correction of, a finished prediction; with
+    `supersedes` (a review's id), a correction of that review."""
     if prediction.status != Prediction.Status.SUCCEEDED:
         raise ValidationError("Only a succeeded prediction can be reviewed.")
     label = _reviewed_label(prediction, verdict, label)
     review = Review(
-        prediction=prediction, reviewer=reviewer, verdict=verdict, label=label, comment=comment.strip()
+        prediction=prediction,
+        reviewer=reviewer,
+        verdict=verdict,
+        label=label,
+        comment=comment.strip(),
+        supersedes=_correctable(prediction, supersedes),
     )
-    review.full_clean()
+    review.full_clean(validate_constraints=False)  # the database checks them, race-free
     try:
-        review.save()
-    except IntegrityError:  # a double submit racing the check above
-        raise ValidationError("You have already reviewed this prediction.") from None
+        with transaction.atomic():
+            review.save()
+            trail.record_object(
+                trail.Action.REVIEW,
+                review,
+                user=reviewer,
+                changes={"label": [review.supersedes.label if review.supersedes else None, label]},
+                detail=f"corrects review {supersedes}"
+                if supersedes
+                else f"{verdict} on prediction {prediction.pk}",
+            )
+    except IntegrityError:  # a double submit, or two corrections of the same review
+        if supersedes:
+            raise ValidationError(
+                {"supersedes": ["That review has just been corrected; reload and correct the latest one."]}
+            ) from None
+        raise ValidationError(
+            "You have already reviewed this prediction; correct your review instead."
+        ) from None
+    return review
+
+
+def _correctable(prediction: Prediction, review_id: int | None) -> Review | None:
+    """The review a correction supersedes: one of this prediction's, not corrected already."""
+    if review_id is None:
+        return None
+    review = prediction.reviews.filter(pk=review_id).select_related("superseded_by").first()
+    if review is None:
+        raise ValidationError({"supersedes": [f"Review {review_id} is not a review of this prediction."]})
+    if not review.is_current:
+        raise ValidationError(
+            {"supersedes": [f"Review {review_id} was corrected already; correct the latest review instead."]}
+        )
     return review
 
 

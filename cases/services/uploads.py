@@ -17,6 +17,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from audit import trail
 from inference.preprocessing import ACCEPTED_FORMATS, ACCEPTED_FORMATS_TEXT, ImageDecodeError, inspect
 
 from ..models import Patient, Prediction, Scan, Slice
@@ -143,6 +144,12 @@ def scan_upload(
                 [_slice_store(scan, position, item, stored) for position, item in enumerate(checked)]
             )
             prediction = Prediction.objects.create(scan=scan, model_version=version, requested_by=uploaded_by)
+            trail.record_object(
+                trail.Action.UPLOAD,
+                scan,
+                user=uploaded_by,
+                detail=f"{len(checked)} slice(s); prediction {prediction.pk} queued",
+            )
             enqueue_on_commit(prediction.pk)
     except BaseException:
         files_delete(stored)

@@ -1,0 +1,58 @@
+"""`GET /api/v1/audit/`: the trail for administrators (is_staff), filtered and paginated."""
+
+from __future__ import annotations
+
+import django_filters
+from rest_framework import generics, permissions, serializers
+
+from .models import AuditEntry
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEntry
+        fields = [
+            "id",
+            "at",
+            "user",
+            "username",
+            "client_address",
+            "channel",
+            "action",
+            "object_type",
+            "object_id",
+            "patient_id",
+            "outcome",
+            "changes",
+            "detail",
+        ]
+
+
+class AuditEntryFilter(django_filters.FilterSet):
+    patient = django_filters.NumberFilter(field_name="patient_id", help_text="A patient's id.")
+    user = django_filters.NumberFilter(field_name="user_id", help_text="A user's id.")
+    username = django_filters.CharFilter(field_name="username", lookup_expr="iexact")
+    action = django_filters.MultipleChoiceFilter(choices=AuditEntry.Action.choices)
+    channel = django_filters.ChoiceFilter(choices=AuditEntry.Channel.choices)
+    outcome = django_filters.ChoiceFilter(choices=AuditEntry.Outcome.choices)
+    object_type = django_filters.CharFilter(field_name="object_type")
+    object_id = django_filters.NumberFilter(field_name="object_id")
+    since = django_filters.IsoDateTimeFilter(
+        field_name="at", lookup_expr="gte", help_text="ISO 8601, inclusive."
+    )
+    until = django_filters.IsoDateTimeFilter(
+        field_name="at", lookup_expr="lt", help_text="ISO 8601, exclusive."
+    )
+
+    class Meta:
+        model = AuditEntry
+        fields: list[str] = []
+
+
+class AuditEntryList(generics.ListAPIView):
+    """Who read or changed what, newest first. Administrators only; entries are never changed."""
+
+    permission_classes = [permissions.IsAdminUser]
+    serializer_class = AuditEntrySerializer
+    filterset_class = AuditEntryFilter
+    queryset = AuditEntry.objects.order_by("-at", "-id")

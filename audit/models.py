@@ -1,0 +1,94 @@
+"""One row per thing someone did or tried: append-only, in the database and in Python."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class AppendOnlyError(Exception):
+    """Audit entries are written once and never changed or removed."""
+
+
+class AuditEntryQuerySet(models.QuerySet["AuditEntry"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("Audit entries cannot be changed.")
+
+    def delete(self) -> NoReturn:
+        raise AppendOnlyError("Audit entries cannot be deleted.")
+
+
+class AuditEntry(models.Model):
+    class Action(models.TextChoices):
+        READ = "read", "Read"
+        REFUSED = "refused", "Refused access"
+        CREATE = "create", "Create"
+        CHANGE = "change", "Change"
+        UPLOAD = "upload", "Upload"
+        RERUN = "rerun", "Rerun"
+        REVIEW = "review", "Review"
+        TEAM_MOVE = "team_move", "Team move"
+        LOGIN = "login", "Login"
+        LOGIN_FAILED = "login_failed", "Failed login"
+        LOCKOUT = "lockout", "Lockout"
+        LOGOUT = "logout", "Logout"
+        TOKEN_REVOKE = "token_revoke", "Token revocation"
+        INTEGRITY = "integrity", "File integrity"
+        PURGE = "purge", "Retention purge"
+        SWEEP = "sweep", "Orphan file sweep"
+        DELETE = "delete", "Delete"
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        REFUSED = "refused", "Refused"
+        FAILED = "failed", "Failed"
+
+    class Channel(models.TextChoices):
+        PAGE = "page", "Page"
+        API = "api", "API"
+        ADMIN = "admin", "Admin"
+        SYSTEM = "system", "Worker or command"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    # PROTECT: users are deactivated, never deleted, so every entry keeps its author.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True, help_text="as typed, for failed logins")
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    object_type = models.CharField(max_length=32, blank=True)
+    object_id = models.PositiveBigIntegerField(null=True, blank=True)
+    # A plain id, not a foreign key: the entry must outlive a patient removed by retention.
+    patient_id = models.PositiveBigIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.OK)
+    changes = models.JSONField(default=dict, blank=True, help_text="field: [before, after]")
+    detail = models.CharField(max_length=500, blank=True)
+
+    objects = AuditEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["patient_id", "-at"], name="audit_patient_at"),
+            models.Index(fields=["user", "-at"], name="audit_user_at"),
+            models.Index(fields=["action", "-at"], name="audit_action_at"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.username or "system"
+        what = f"{self.object_type} {self.object_id}" if self.object_id is not None else self.object_type
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {who} {self.action} {what}".strip()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("Audit entries cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("Audit entries cannot be deleted.")
