@@ -82,11 +82,12 @@ class RecordAdmin(AuditedModelAdmin):
 
 
 def _comparable(value: Any) -> Any:
-    """Form values as ids on both sides: initial holds a related object's pk, cleaned the object."""
+    """Form values alike on both sides: a foreign key by id (initial holds the id, cleaned the
+    object); many-to-many by name (both hold objects)."""
     if isinstance(value, Model):
         return value.pk
     if isinstance(value, QuerySet | list | tuple):
-        return sorted(_comparable(item) for item in value)
+        return sorted(str(item) for item in value)
     return value
 
 

@@ -23,7 +23,7 @@ DROP FUNCTION IF EXISTS audit_entry_append_only();
 def _on_postgresql(sql: str):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql)
+            schema_editor.execute(sql, params=None)  # no placeholders: RAISE uses a literal %
 
     return run
 

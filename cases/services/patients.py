@@ -27,7 +27,8 @@ def patient_create(
 ) -> Patient:
     patient = Patient(team=team, mrn=mrn.strip(), name=name.strip(), birth_date=birth_date, sex=sex)
     patient.created_by = created_by
-    return _patient_save(patient, action=trail.Action.CREATE, before={}, user=created_by)
+    patient.full_clean()
+    return _patient_save(patient, user=created_by)
 
 
 def patient_update(*, patient: Patient, updated_by: User | None, **fields: Any) -> Patient:
@@ -36,25 +37,29 @@ def patient_update(*, patient: Patient, updated_by: User | None, **fields: Any) 
     unknown = set(fields) - UPDATABLE_FIELDS
     if unknown:
         raise ValueError(f"cannot update {sorted(unknown)}")
-    before = _details(patient)
     for field, value in fields.items():
         setattr(patient, field, value.strip() if isinstance(value, str) else value)
-    moved = before["team"] != _details(patient)["team"]
-    action = trail.Action.TEAM_MOVE if moved else trail.Action.CHANGE
-    return _patient_save(patient, action=action, before=before, user=updated_by)
-
-
-def _details(patient: Patient) -> dict[str, Any]:
-    return {name: getattr(patient, name) for name in sorted(UPDATABLE_FIELDS)}
-
-
-def _patient_save(patient: Patient, *, action: str, before: dict[str, Any], user: User | None) -> Patient:
     patient.full_clean()
-    changes = trail.changes_between(before, _details(patient))
+    return _patient_save(patient, user=updated_by)
+
+
+def _details(patient: Patient | None) -> dict[str, Any]:
+    return {name: getattr(patient, name) for name in sorted(UPDATABLE_FIELDS)} if patient else {}
+
+
+def _patient_save(patient: Patient, *, user: User | None) -> Patient:
     try:
         with transaction.atomic():
+            # "Before" from the stored row: a bound ModelForm has already changed the instance.
+            stored = Patient.objects.select_for_update().filter(pk=patient.pk).first() if patient.pk else None
+            before = _details(stored)
             patient.save()
-            if changes:
+            changes = trail.changes_between(before, _details(patient))
+            if stored is None:
+                trail.record_object(trail.Action.CREATE, patient, changes=changes, user=user)
+            elif changes:
+                moved = "team" in changes
+                action = trail.Action.TEAM_MOVE if moved else trail.Action.CHANGE
                 trail.record_object(action, patient, changes=changes, user=user)
     except IntegrityError:  # a simultaneous request took the MRN between the check and the save
         raise ValidationError(

@@ -1,0 +1,34 @@
+import pytest
+from django.core.cache import cache
+from knox.models import AuthToken
+from rest_framework.test import APIClient
+
+from audit.models import AuditEntry
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    cache.clear()
+
+
+@pytest.fixture
+def api_as():
+    """An API client holding a token of the given user."""
+
+    def client_for(user) -> APIClient:
+        client = APIClient()
+        _, token = AuthToken.objects.create(user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        return client
+
+    return client_for
+
+
+def entries(**filters) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(**filters).order_by("id"))
+
+
+def only_entry(**filters) -> AuditEntry:
+    found = entries(**filters)
+    assert len(found) == 1, found
+    return found[0]
