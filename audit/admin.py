@@ -57,8 +57,11 @@ class AuditedModelAdmin(admin.ModelAdmin):
         changed = [name for name in form.changed_data if name not in NEVER_RECORDED]
         before = {name: _comparable(form.initial.get(name)) for name in changed}
         after = {name: _comparable(form.cleaned_data.get(name)) for name in changed}
-        action = trail.Action.CHANGE if change else trail.Action.CREATE
-        trail.record_object(action, obj, changes=trail.changes_between(before, after))
+        changes = trail.changes_between(before, after)
+        trail.record_object(self.audit_action(change, changes), obj, changes=changes)
+
+    def audit_action(self, change: bool, changes: dict[str, Any]) -> str:
+        return trail.Action.CHANGE if change else trail.Action.CREATE
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         trail.record_object(trail.Action.DELETE, obj, detail=str(obj))

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from audit import trail
 from audit.admin import AuditedModelAdmin, RecordAdmin, patient_log_url
 
 from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult
@@ -52,6 +53,12 @@ class CareTeamAdmin(AuditedModelAdmin):
     list_display = ["name", "member_count"]
     search_fields = ["name", "members__username"]
     filter_horizontal = ["members"]
+
+    def audit_action(self, change: bool, changes: dict[str, Any]) -> str:
+        """Adding or removing members moves clinicians between teams (and their patients' access)."""
+        if change and "members" in changes:
+            return trail.Action.TEAM_MOVE
+        return super().audit_action(change, changes)
 
     @admin.display(description="Members")
     def member_count(self, obj: CareTeam) -> int:

@@ -170,7 +170,7 @@ def test_admin_change_of_a_care_team_records_the_membership_before_and_after(
         reverse("admin:cases_careteam_change", args=[team_a.pk]), {"name": team_a.name, "members": [alice.pk]}
     )
     assert response.status_code == 302
-    entry = only_entry(action="change", object_type="careteam")
+    entry = only_entry(action="team_move", object_type="careteam")
     assert entry.changes == {"members": [["alice", "bob"], ["alice"]]}
     assert (entry.user, entry.channel) == (admin_user, "admin")
 
