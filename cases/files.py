@@ -1,21 +1,45 @@
 """Serving private uploads, for page and API views alike, once the viewer's team is checked.
-Each file served is a read in the audit trail."""
+Each file served is a read in the audit trail; a slice whose file no longer matches the SHA-256
+recorded at upload is refused (409) and the mismatch recorded instead."""
+
+from __future__ import annotations
+
+import hashlib
+import io
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, JsonResponse
 
 from audit import trail
 from inference.preprocessing import ACCEPTED_FORMATS
 
+from .http import error_response
 from .models import Slice, SliceResult
 
 _EXTENSIONS = dict(ACCEPTED_FORMATS.values())  # content type -> extension
 
+TAMPERED_MESSAGE = (
+    "This slice's stored file no longer matches the checksum recorded at upload, so it is not shown. "
+    "An administrator has been alerted through the audit trail."
+)
 
-def slice_image_response(item: Slice) -> FileResponse:
+
+def slice_image_response(item: Slice) -> FileResponse | JsonResponse:
     extension = _EXTENSIONS.get(item.content_type, "jpg")
+    # Slices are at most UPLOAD_MAX_FILE_BYTES: hashing them in memory before serving is cheap.
+    content = _file_bytes(item.image.name)
+    found = hashlib.sha256(content).hexdigest()
+    if found != item.sha256:
+        trail.record_object(
+            trail.Action.INTEGRITY,
+            item,
+            outcome=trail.Outcome.FAILED,
+            detail=f"Not served: stored file's SHA-256 {found[:12]}… differs from {item.sha256[:12]}… "
+            "recorded at upload",
+        )
+        return error_response(TAMPERED_MESSAGE, status=409)
     trail.read(item)
-    return _private_file_response(item.image.name, item.content_type, f"slice-{item.pk}.{extension}")
+    return _private_response(io.BytesIO(content), item.content_type, f"slice-{item.pk}.{extension}")
 
 
 def slice_thumbnail_response(item: Slice) -> FileResponse:
@@ -28,11 +52,24 @@ def heatmap_response(result: SliceResult) -> FileResponse:
     return _private_file_response(result.heatmap.name, "image/png", f"heatmap-{result.pk}.png")
 
 
+def _file_bytes(name: str) -> bytes:
+    try:
+        with default_storage.open(name, "rb") as handle:
+            data: bytes = handle.read()
+    except (FileNotFoundError, ValueError):
+        raise Http404("The file is missing.") from None
+    return data
+
+
 def _private_file_response(name: str, content_type: str, download_name: str) -> FileResponse:
     try:
         handle = default_storage.open(name, "rb")
     except (FileNotFoundError, ValueError):
         raise Http404("The file is missing.") from None
+    return _private_response(handle, content_type, download_name)
+
+
+def _private_response(handle: object, content_type: str, download_name: str) -> FileResponse:
     response = FileResponse(handle, content_type=content_type)
     # Our own name, never the client's; inline so that browsers show the image.
     response["Content-Disposition"] = f'inline; filename="{download_name}"'

@@ -19,3 +19,9 @@ def prediction_run(self: Any, prediction_id: int) -> None:
 @house_task()
 def predictions_sweep(self: Any) -> int:
     return services.predictions_sweep()
+
+
+@house_task()
+def media_sweep(self: Any) -> int:
+    """Report files no row references (in the audit trail); removing them is for an operator."""
+    return len(services.media_sweep(remove=False).orphans)

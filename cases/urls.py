@@ -21,4 +21,5 @@ urlpatterns = [
     path("files/slices/<id:pk>/", views.slice_image, name="slice_image"),
     path("files/slices/<id:pk>/thumbnail/", views.slice_thumbnail, name="slice_thumbnail"),
     path("files/heatmaps/<id:pk>/", views.slice_result_heatmap, name="slice_result_heatmap"),
+    path("agreement/", views.agreement, name="agreement"),
 ]

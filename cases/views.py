@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
@@ -22,6 +22,7 @@ from inference.preprocessing import ACCEPTED_FORMATS_TEXT, CLASS_NAMES
 from inference.services import model_version_active
 
 from . import selectors, services
+from .agreement import agreement_by_model_version
 from .files import heatmap_response, slice_image_response, slice_thumbnail_response
 from .forms import PatientForm, ReviewForm, ScanUploadForm
 from .http import error_response, wants_json
@@ -274,7 +275,7 @@ def prediction_status(request: HttpRequest) -> JsonResponse:
 
 @login_required
 @require_GET
-def slice_image(request: HttpRequest, pk: int) -> FileResponse:
+def slice_image(request: HttpRequest, pk: int) -> FileResponse | JsonResponse:
     return slice_image_response(selectors.slice_get(request.user, pk))
 
 
@@ -288,3 +289,16 @@ def slice_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
 @require_GET
 def slice_result_heatmap(request: HttpRequest, pk: int) -> FileResponse:
     return heatmap_response(selectors.slice_result_get(request.user, pk))
+
+
+@login_required
+@require_GET
+def agreement(request: HttpRequest) -> HttpResponse:
+    """How often reviewers agreed with the AI, per model version: administrators only."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only administrators see the agreement figures.")
+    return render(
+        request,
+        "cases/agreement.html",
+        {"versions": agreement_by_model_version(), "classes": CLASS_NAMES},
+    )

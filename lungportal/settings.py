@@ -253,6 +253,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cases.tasks.predictions_sweep",
         "schedule": timedelta(seconds=envint("PREDICTION_SWEEP_SECONDS", 60, minimum=1)),
     },
+    "report-orphan-media": {
+        "task": "cases.tasks.media_sweep",
+        "schedule": timedelta(hours=envint("MEDIA_SWEEP_HOURS", 24, minimum=1)),
+    },
 }
 
 # Predictions

@@ -22,6 +22,7 @@ urlpatterns = [
     path("slices/<id:pk>/thumbnail/", views.SliceThumbnailView.as_view(), name="slice-thumbnail"),
     path("heatmaps/<id:pk>/", views.HeatmapView.as_view(), name="heatmap"),
     path("audit/", AuditEntryList.as_view(), name="audit"),
+    path("agreement/", views.AgreementView.as_view(), name="agreement"),
     path("", include(router.urls)),
     re_path(r"^(?P<path>.*)$", views.api_not_found),
 ]

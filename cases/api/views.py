@@ -13,7 +13,7 @@ from django.db import transaction
 from django.http import FileResponse, Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from knox import views as knox_views
 from knox.models import AuthToken
 from rest_framework import mixins, permissions, renderers, serializers, status, viewsets
@@ -30,9 +30,10 @@ from inference.models import ModelVersion
 from inference.preprocessing import CLASS_NAMES
 
 from .. import selectors, services
+from ..agreement import AI_LABELS, NOT_MALIGNANT, VersionAgreement, agreement_by_model_version
 from ..files import heatmap_response, slice_image_response, slice_thumbnail_response
 from ..http import error_response
-from ..models import Patient
+from ..models import LABEL_CHOICES, Patient
 from ..urls_converters import ID_REGEX
 from . import serializers as s
 
@@ -260,9 +261,12 @@ class _FileView(APIView):
 
 class SliceFileView(_FileView):
     @extend_schema(
-        responses={(200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The slice")}
+        responses={
+            (200, "image/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The slice"),
+            409: OpenApiResponse(description="The stored file no longer matches its SHA-256; not served."),
+        }
     )
-    def get(self, request: Request, pk: int) -> FileResponse:
+    def get(self, request: Request, pk: int) -> FileResponse | JsonResponse:
         return slice_image_response(selectors.slice_get(request.user, pk))
 
 
@@ -297,3 +301,61 @@ class TokenLogoutAllView(knox_views.LogoutAllView):
 def api_not_found(request: Any, path: str = "") -> JsonResponse:
     """Unmatched API paths (e.g. a non-numeric id) answer in the API's error format, not HTML."""
     return error_response("Not found.", status=404)
+
+
+# Built with inline_serializer: a declared field called `label` clashes with Field.label in the stubs.
+CLASS_AGREEMENT_FIELDS: dict[str, serializers.Field] = {
+    "label": serializers.ChoiceField(choices=LABEL_CHOICES),
+    "ai": serializers.IntegerField(help_text="Reviews where the AI said this class."),
+    "reviewed": serializers.IntegerField(help_text="Reviews where the reviewer said this class."),
+    "both": serializers.IntegerField(),
+    "confirmed_rate": serializers.FloatField(
+        allow_null=True, help_text="both / ai: of the AI's calls, the share reviewers confirmed."
+    ),
+    "found_rate": serializers.FloatField(
+        allow_null=True, help_text="both / reviewed: of the reviewers' calls, the share the AI made."
+    ),
+}
+
+
+MATRIX_SCHEMA = {
+    "type": "object",
+    "description": "AI label -> reviewed label -> number of current reviews. "
+    f"`{NOT_MALIGNANT}` is a study the rule called not malignant without telling benign from normal.",
+    "properties": {
+        ai: {
+            "type": "object",
+            "properties": {name: {"type": "integer", "minimum": 0} for name in CLASS_NAMES},
+            "required": list(CLASS_NAMES),
+        }
+        for ai in AI_LABELS
+    },
+    "required": list(AI_LABELS),
+}
+
+
+class VersionAgreementSerializer(serializers.Serializer):
+    model_version_id = serializers.IntegerField()
+    model_version = serializers.CharField(help_text="The model version's name.")
+    predictions = serializers.IntegerField(help_text="Succeeded predictions with a current review.")
+    reviews = serializers.IntegerField(help_text="Current reviews: each counts once.")
+    agreed = serializers.IntegerField()
+    agreement_rate = serializers.FloatField(allow_null=True, help_text="agreed / reviews.")
+    matrix = serializers.SerializerMethodField()
+    classes = inline_serializer("ClassAgreement", CLASS_AGREEMENT_FIELDS, many=True)
+
+    @extend_schema_field(MATRIX_SCHEMA)
+    def get_matrix(self, obj: VersionAgreement) -> dict[str, dict[str, int]]:
+        return obj.matrix
+
+
+class AgreementView(APIView):
+    """Agreement of the AI's labels with the reviewed labels, per model version. Administrators only.
+
+    Reviewed cases only: not a random sample of scans."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(responses=VersionAgreementSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(VersionAgreementSerializer(agreement_by_model_version(), many=True).data)

@@ -8,6 +8,7 @@ that was claimed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from audit import trail
 from inference.preprocessing import ImageDecodeError, inspect, named_probabilities, preprocess
 from inference.services import model_version_predictor
 from inference.study import StudyResult, study_result
@@ -129,7 +131,9 @@ def _inputs(slices: Sequence[Slice], predictor: Any) -> tuple[dict[int, str], di
     for index, item in enumerate(slices):
         try:
             with default_storage.open(item.image.name, "rb") as handle:
-                found = inspect(handle.read())
+                content = handle.read()
+            _slice_verify(item, content)
+            found = inspect(content)
         except (OSError, ImageDecodeError) as exc:
             raise PermanentFailure(
                 f"Slice {item.position + 1} ({item.original_name}) could not be read: {exc}"
@@ -140,6 +144,25 @@ def _inputs(slices: Sequence[Slice], predictor: Any) -> tuple[dict[int, str], di
         else:
             reasons[index] = reason
     return reasons, inputs
+
+
+def _slice_verify(item: Slice, content: bytes) -> None:
+    """The bytes read must be the bytes uploaded: a changed file is never classified."""
+    found = hashlib.sha256(content).hexdigest()
+    if found == item.sha256:
+        return
+    trail.record_object(
+        trail.Action.INTEGRITY,
+        item,
+        outcome=trail.Outcome.FAILED,
+        detail=f"Not classified: stored file's SHA-256 {found[:12]}… differs from {item.sha256[:12]}… "
+        "recorded at upload",
+    )
+    raise PermanentFailure(
+        f"Slice {item.position + 1} ({item.original_name}) no longer matches the checksum recorded at "
+        "upload: its stored file has changed, so the scan was not classified. An administrator has been "
+        "alerted through the audit trail."
+    )
 
 
 def _prediction_claim(prediction_id: int, task_id: str) -> Prediction | None:
