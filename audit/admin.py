@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, StreamingHttpResponse
@@ -32,7 +33,8 @@ CSV_COLUMNS = [
     "changes",
     "detail",
 ]
-NEVER_RECORDED = frozenset({"password"})
+# A password is never written into the trail, only that it changed.
+SECRET_CHANGED = {"password": ["(hidden)", "(changed)"]}
 
 
 class AuditedModelAdmin(admin.ModelAdmin):
@@ -54,11 +56,14 @@ class AuditedModelAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
         # Admin's change view runs in a transaction: the entry commits with the change.
         super().save_model(request, obj, form, change)
-        changed = [name for name in form.changed_data if name not in NEVER_RECORDED]
+        changed = [name for name in form.changed_data if "password" not in name]
         before = {name: _comparable(form.initial.get(name)) for name in changed}
         after = {name: _comparable(form.cleaned_data.get(name)) for name in changed}
         changes = trail.changes_between(before, after)
-        trail.record_object(self.audit_action(change, changes), obj, changes=changes)
+        if len(changed) < len(form.changed_data):
+            changes.update(SECRET_CHANGED)
+        if changes or not change:
+            trail.record_object(self.audit_action(change, changes), obj, changes=changes)
 
     def audit_action(self, change: bool, changes: dict[str, Any]) -> str:
         return trail.Action.CHANGE if change else trail.Action.CREATE
@@ -68,16 +73,24 @@ class AuditedModelAdmin(admin.ModelAdmin):
         super().delete_model(request, obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        for obj in queryset:
-            trail.record_object(trail.Action.DELETE, obj, detail=str(obj))
-        super().delete_queryset(request, queryset)
+        with transaction.atomic():  # entries only for deletions that happen
+            for obj in queryset:
+                trail.record_object(trail.Action.DELETE, obj, detail=str(obj))
+            super().delete_queryset(request, queryset)
 
 
 class RecordAdmin(AuditedModelAdmin):
-    """A clinical record in admin: shown, never added or deleted here (the portal's services do
-    that, and retention is a command)."""
+    """A clinical record in admin: shown, never added, changed or deleted here (the portal's
+    services do that, and retention is a command). Its lists are reads too."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        trail.read_list(f"{self.opts.model_name}_list", detail="searched" if request.GET.get("q") else "")
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

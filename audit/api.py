@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from rest_framework import generics, permissions, serializers
 
@@ -49,10 +51,18 @@ class AuditEntryFilter(django_filters.FilterSet):
         fields: list[str] = []
 
 
+class CanReadAuditTrail(permissions.BasePermission):
+    """Staff with the permission to view audit entries, as in Django admin."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_staff and user.has_perm("audit.view_auditentry"))
+
+
 class AuditEntryList(generics.ListAPIView):
     """Who read or changed what, newest first. Administrators only; entries are never changed."""
 
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [CanReadAuditTrail]
     serializer_class = AuditEntrySerializer
     filterset_class = AuditEntryFilter
     queryset = AuditEntry.objects.order_by("-at", "-id")

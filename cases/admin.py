@@ -6,13 +6,14 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import Model
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from audit import trail
-from audit.admin import AuditedModelAdmin, RecordAdmin, patient_log_url
+from audit.admin import SECRET_CHANGED, AuditedModelAdmin, RecordAdmin, patient_log_url
 
 from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult
 
@@ -46,6 +47,15 @@ class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        with transaction.atomic():
+            response = super().user_change_password(request, id, form_url)
+            if request.method == "POST" and response.status_code == 302:  # the form was saved
+                trail.record(
+                    trail.Action.CHANGE, object_type="user", object_id=int(id), changes=SECRET_CHANGED
+                )
+        return response
 
 
 @admin.register(CareTeam)
@@ -149,6 +159,9 @@ class PredictionRunInline(ReadOnlyInline):
         "rerun_by",
         "rerun_at",
     )
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).select_related("requested_by", "rerun_by")
 
 
 @admin.register(Prediction)
@@ -279,6 +292,7 @@ class SliceResultAdmin(RecordAdmin):
 @admin.register(PredictionRun)
 class PredictionRunAdmin(RecordAdmin):
     list_display = ["__str__", "status", "attempts", "requested_by", "rerun_by", "rerun_at"]
+    list_select_related = ["requested_by", "rerun_by", "prediction__scan"]
     list_filter = ["status"]
     readonly_fields = fields = (
         "prediction",

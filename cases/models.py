@@ -338,6 +338,10 @@ class PredictionRun(models.Model):
     def __str__(self) -> str:
         return f"Earlier {self.status} run of prediction {self.prediction_id}"
 
+    @property
+    def audit_patient_id(self) -> int:
+        return self.prediction.scan.patient_id
+
 
 class Review(models.Model):
     """A clinician's reading of a finished prediction: the record of agreement or correction.

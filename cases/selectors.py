@@ -68,27 +68,29 @@ def patients_search(patients: QuerySet[PatientT], query: str) -> QuerySet[Patien
     return patients.filter(Q(mrn__icontains=query) | Q(name__icontains=query))
 
 
-def scoped_get(queryset: QuerySet[ModelT], pk: object) -> ModelT:
+def scoped_get(user: Viewer, queryset: QuerySet[ModelT], pk: object) -> ModelT:
     """The object if the viewer may see it; else 404, and a refused look at an existing record
     goes into the audit trail."""
     try:
         return queryset.get(pk=pk)
     except (ObjectDoesNotExist, ValueError, TypeError):
-        refused_if_exists(queryset.model, pk)
+        refused_if_exists(user, queryset.model, pk)
         raise Http404(f"No {queryset.model._meta.verbose_name} matches the given query.") from None
 
 
-def refused_if_exists(model: type[Model], pk: object) -> None:
+def refused_if_exists(user: Viewer, model: type[Model], pk: object) -> None:
+    """Record a refusal when the object exists and its patient is outside the viewer's teams
+    (a miss inside them, e.g. a heatmap never made, is just a 404)."""
     path = PATIENT_PATHS.get(model)
     if path is None or not isinstance(pk, int | str) or not str(pk).isdigit():
         return
     patient_id = model._default_manager.filter(pk=pk).values_list(path, flat=True).first()
-    if patient_id is not None:
+    if patient_id is not None and not patients_for(user).filter(pk=patient_id).exists():
         trail.refused(model, int(pk), patient_id=patient_id)
 
 
 def patient_get(user: Viewer, pk: int) -> Patient:
-    return scoped_get(patients_for(user), pk)
+    return scoped_get(user, patients_for(user), pk)
 
 
 def scans_for(user: Viewer) -> QuerySet[Scan]:
@@ -126,20 +128,20 @@ def predictions_detailed(user: Viewer) -> QuerySet[Prediction]:
 
 
 def scan_get(user: Viewer, pk: int) -> Scan:
-    return scoped_get(scans_detailed(user), pk)
+    return scoped_get(user, scans_detailed(user), pk)
 
 
 def prediction_get(user: Viewer, pk: int) -> Prediction:
-    return scoped_get(predictions_detailed(user), pk)
+    return scoped_get(user, predictions_detailed(user), pk)
 
 
 def slice_get(user: Viewer, pk: int) -> Slice:
-    return scoped_get(Slice.objects.filter(scan__in=scans_for(user)).select_related("scan"), pk)
+    return scoped_get(user, Slice.objects.filter(scan__in=scans_for(user)).select_related("scan"), pk)
 
 
 def slice_result_get(user: Viewer, pk: int) -> SliceResult:
     results = SliceResult.objects.filter(prediction__in=predictions_for(user)).exclude(heatmap="")
-    return scoped_get(results.select_related("prediction__scan"), pk)
+    return scoped_get(user, results.select_related("prediction__scan"), pk)
 
 
 def predictions_status(user: Viewer, ids: list[int]) -> QuerySet[Prediction]:

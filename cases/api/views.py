@@ -99,7 +99,8 @@ class AuditedRecordMixin(viewsets.GenericViewSet):
         try:
             return super().get_object()
         except Http404:
-            selectors.refused_if_exists(self.get_queryset().model, self.kwargs.get(self.lookup_field))
+            model = self.get_queryset().model
+            selectors.refused_if_exists(self.request.user, model, self.kwargs.get(self.lookup_field))
             raise
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:

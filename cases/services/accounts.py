@@ -7,6 +7,8 @@ from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 
+from audit import trail
+
 from ..models import CareTeam
 
 
@@ -20,4 +22,9 @@ def user_create(*, username: str, password: str, team_name: str, is_admin: bool 
         user.save()
         team, _ = CareTeam.objects.get_or_create(name=team_name)
         team.members.add(user)
+        trail.record_object(
+            trail.Action.CREATE,
+            user,
+            changes={"username": [None, username], "team": [None, team_name], "is_staff": [None, is_admin]},
+        )
     return user

@@ -209,3 +209,31 @@ def test_a_change_whose_entry_cannot_be_written_is_undone(alice, patient, monkey
         services.patient_update(patient=patient, updated_by=alice, name="Someone Else")
     patient.refresh_from_db()
     assert patient.name != "Someone Else"
+
+
+def test_admin_never_writes_a_password_into_the_trail(client, admin_user, alice):
+    client.force_login(admin_user)
+    secret = "Sup3r-secret-pw!x"
+    response = client.post(
+        reverse("admin:auth_user_add"),
+        {"username": "newbie", "password1": secret, "password2": secret, "usable_password": "true"},
+    )
+    assert response.status_code == 302
+    created = only_entry(action="create", object_type="user")
+    assert created.changes["username"] == [None, "newbie"]
+    assert created.changes["password"] == ["(hidden)", "(changed)"]
+    response = client.post(
+        reverse("admin:auth_user_password_change", args=[alice.pk]),
+        {"password1": secret, "password2": secret},
+    )
+    assert response.status_code == 302
+    changed = only_entry(action="change", object_type="user", object_id=alice.pk)
+    assert changed.changes == {"password": ["(hidden)", "(changed)"]}
+    assert not AuditEntry.objects.filter(changes__icontains=secret).exists()
+    assert secret not in str(list(AuditEntry.objects.values_list("changes", "detail")))
+
+
+def test_add_user_command_is_recorded(db):
+    services.user_create(username="dana", password="a-long-unusual-passphrase", team_name="Chest C")
+    entry = only_entry(action="create", object_type="user")
+    assert entry.changes["team"] == [None, "Chest C"] and entry.channel == "system"

@@ -129,3 +129,47 @@ def test_admins_see_the_patient_access_log_link_and_clinicians_do_not(
     assert f"?patient_id={patient.pk}" in page.content.decode()
     client.force_login(alice)
     assert log_url not in client.get(patient.get_absolute_url()).content.decode()
+
+
+def test_admin_lists_of_records_are_reads(client, admin_user, objects):
+    client.force_login(admin_user)
+    assert (
+        client.get(reverse("admin:cases_patient_changelist"), {"q": objects["patient"].mrn}).status_code
+        == 200
+    )
+    entry = only_entry(action="read", object_type="patient_list")
+    assert (entry.channel, entry.detail) == ("admin", "searched")
+    assert objects["patient"].mrn not in entry.detail
+
+
+def test_a_colleague_missing_heatmap_is_a_404_not_a_refusal(client, alice, objects):
+    from cases.models import SliceResult
+
+    result = objects["slice_result"]
+    SliceResult.objects.filter(pk=result.pk).update(heatmap="")
+    client.force_login(alice)
+    assert client.get(reverse("cases:slice_result_heatmap", args=[result.pk])).status_code == 404
+    assert not entries(action="refused")
+
+
+def test_admin_read_of_an_earlier_run_names_its_patient(client, admin_user, alice, prediction, patient):
+    from cases import services
+    from cases.models import Prediction, PredictionRun
+
+    Prediction.objects.filter(pk=prediction.pk).update(status="failed", error="boom")
+    prediction.refresh_from_db()
+    services.prediction_rerun(prediction=prediction, requested_by=alice)
+    run = PredictionRun.objects.get()
+    client.force_login(admin_user)
+    assert client.get(reverse("admin:cases_predictionrun_change", args=[run.pk])).status_code == 200
+    assert only_entry(action="read", object_type="predictionrun").patient_id == patient.pk
+
+
+def test_audit_api_needs_the_audit_view_permission_not_just_staff(alice):
+    from rest_framework.test import APIClient
+
+    alice.is_staff = True
+    alice.save()
+    client = APIClient()
+    client.force_authenticate(alice)
+    assert client.get(reverse("api:audit")).status_code == 403
