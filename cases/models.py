@@ -9,6 +9,7 @@ from functools import reduce
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -17,6 +18,8 @@ from django.utils import timezone
 
 from inference.preprocessing import CLASS_NAMES, most_probable
 from inference.study import RULE_SUMMARY
+
+from .validators import plausible_date
 
 LABEL_CHOICES = [(name, name.capitalize()) for name in CLASS_NAMES]
 
@@ -47,7 +50,7 @@ class Patient(models.Model):
         validators=[RegexValidator(r"^[A-Za-z0-9._-]+$", "Use only letters, digits, '.', '-' and '_'.")],
     )
     name = models.CharField(max_length=200)
-    birth_date = models.DateField()
+    birth_date = models.DateField(validators=[plausible_date])
     sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -87,7 +90,7 @@ class Scan(models.Model):
 
     # PROTECT throughout the record: nothing clinical is erased by a cascade (see `purge_records`).
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scans")
-    study_date = models.DateField(default=date.today)
+    study_date = models.DateField(default=date.today, validators=[plausible_date])
     note = models.TextField(blank=True, max_length=2000)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -102,6 +105,13 @@ class Scan(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("cases:scan_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        patient = self.patient if self.patient_id else None
+        if patient is not None and self.study_date and self.study_date < patient.birth_date:
+            raise ValidationError(
+                {"study_date": [f"The study date is before the patient's birth date ({patient.birth_date})."]}
+            )
 
     @property
     def audit_patient_id(self) -> int:
