@@ -17,6 +17,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Model
 from django.http import HttpRequest
 
+from core.net import client_ip
+
 from .models import AuditEntry
 
 Action = AuditEntry.Action
@@ -170,7 +172,7 @@ def _entry(
 
 
 def client_address(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    return client_ip(request)
 
 
 def channel_of(request: HttpRequest | None) -> str:

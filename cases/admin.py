@@ -112,7 +112,16 @@ class PatientAdmin(RecordAdmin):
 
 class SliceInline(ReadOnlyInline):
     model = Slice
-    readonly_fields = ("position", "original_name", "content_type", "width", "height", "size_bytes", "sha256")
+    readonly_fields = (
+        "position",
+        "original_name",
+        "content_type",
+        "width",
+        "height",
+        "size_bytes",
+        "sha256",
+        "source_sha256",
+    )
 
 
 class PredictionInline(ReadOnlyInline):
@@ -253,6 +262,7 @@ class SliceAdmin(RecordAdmin):
         "original_name",
         "content_type",
         "sha256",
+        "source_sha256",
         "width",
         "height",
         "size_bytes",

@@ -11,9 +11,9 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, JsonResponse
 
 from audit import trail
+from core.http import error_response
 from inference.preprocessing import ACCEPTED_FORMATS
 
-from .http import error_response
 from .models import Slice, SliceResult
 
 _EXTENSIONS = dict(ACCEPTED_FORMATS.values())  # content type -> extension
@@ -73,6 +73,5 @@ def _private_response(handle: object, content_type: str, download_name: str) -> 
     response = FileResponse(handle, content_type=content_type)
     # Our own name, never the client's; inline so that browsers show the image.
     response["Content-Disposition"] = f'inline; filename="{download_name}"'
-    response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response

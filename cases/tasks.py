@@ -10,7 +10,9 @@ from . import services
 @house_task()
 def prediction_run(self: Any, prediction_id: int) -> None:
     try:
-        services.prediction_execute(prediction_id=prediction_id, task_id=self.request.id or "")
+        services.prediction_execute(
+            prediction_id=prediction_id, task_id=self.request.id or "", worker=self.request.hostname or ""
+        )
     except services.PredictionRetry as exc:
         # Exponential backoff: 2, 4, 8 ... seconds, capped at a minute.
         raise self.retry(exc=exc, countdown=min(60, 2 ** (self.request.retries + 1))) from exc

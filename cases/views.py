@@ -17,6 +17,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit import trail
+from core.http import error_response
 from inference.models import ModelVersion
 from inference.preprocessing import ACCEPTED_FORMATS_TEXT, CLASS_NAMES
 from inference.services import model_version_active
@@ -25,7 +26,7 @@ from . import selectors, services
 from .agreement import agreement_by_model_version
 from .files import heatmap_response, slice_image_response, slice_thumbnail_response
 from .forms import PatientForm, ReviewForm, ScanUploadForm
-from .http import error_response, wants_json
+from .http import wants_json
 from .models import Prediction
 from .urls_converters import ID_REGEX
 

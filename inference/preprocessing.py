@@ -7,8 +7,10 @@ pixels prepared differently from the ones it was trained on.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,8 @@ class Inspection:
     format: str
     image: Image.Image
     colour: float = 0.0
+    # The decoded pixels, upright, in the file's own mode: what a faithful copy must hold.
+    decoded: Image.Image | None = None
 
 
 def named_probabilities(row: Iterable[float]) -> dict[str, float]:
@@ -97,7 +101,9 @@ def inspect(data: bytes, *, max_pixels: int | None = None) -> Inspection:
         oriented = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not make a readable slice unusable
         oriented = image
-    return Inspection(format=fmt, image=to_grayscale(oriented), colour=colourfulness(oriented))
+    return Inspection(
+        format=fmt, image=to_grayscale(oriented), colour=colourfulness(oriented), decoded=oriented
+    )
 
 
 def colourfulness(image: Image.Image) -> float:
@@ -160,27 +166,163 @@ def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
         if len(data) >= 24 and data[12:16] == b"IHDR":
             return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         return None
-    # JPEG: walk the marker segments to the first start-of-frame.
-    position = 2
-    while position + 9 <= len(data):
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            position += 2
-            continue
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            height = int.from_bytes(data[position + 5 : position + 7], "big")
-            width = int.from_bytes(data[position + 7 : position + 9], "big")
-            return width, height
-        if length < 2:
-            return None
-        position += 2 + length
+    try:  # JPEG: the first start-of-frame segment
+        for marker, segment, _ in _jpeg_segments(data):
+            if marker in _SOF_MARKERS and len(segment) >= 5:
+                return int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big")
+            if marker == 0xD9:
+                break
+    except ImageDecodeError:
+        pass
     return None
+
+
+# --- where an image really ends ------------------------------------------------------------------
+
+
+def image_end(data: bytes, fmt: str) -> int:
+    """Offset just past the image in JPEG or PNG `data`, found by walking the file's structure to its
+    first IEND or EOI, never by searching for the last one. Raises ImageDecodeError where the
+    structure is broken or the pixel data incomplete, which Pillow silently fills in."""
+    return _png_end(data) if fmt == "PNG" else _jpeg_end(data)
+
+
+def _corrupt(why: str) -> ImageDecodeError:
+    return ImageDecodeError(f"the image is truncated or corrupt ({why}); export the slice again")
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_INFLATE_STEP = 1024 * 1024
+
+
+def _png_end(data: bytes) -> int:
+    """Offset just past the first IEND chunk; every chunk's CRC checked on the way."""
+    position, header, pixel_data = 8, b"", []
+    while True:
+        if position + 12 > len(data):
+            raise _corrupt("the file ends before its IEND chunk")
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind, end = data[position + 4 : position + 8], position + 12 + length
+        if end > len(data):
+            raise _corrupt("the file ends inside a chunk")
+        body = data[position + 8 : end - 4]
+        if zlib.crc32(kind + body) != int.from_bytes(data[end - 4 : end], "big"):
+            raise _corrupt(f"the checksum of its {kind.decode('latin-1')!r} chunk does not match")
+        if kind in (b"acTL", b"fcTL", b"fdAT"):
+            raise ImageDecodeError("animated PNGs are not accepted; upload each slice as its own file")
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            pixel_data.append(body)
+        elif kind == b"IEND":
+            _png_check_pixels(header, pixel_data)
+            return end
+        position = end
+
+
+def _png_check_pixels(header: bytes, pieces: list[bytes]) -> None:
+    """The compressed pixel data holds exactly the rows the header promises: Pillow accepts a
+    complete zlib stream that ends rows early and leaves the rest of the image blank."""
+    if len(header) != 13 or header[9] not in _PNG_CHANNELS:
+        raise _corrupt("its header is invalid")
+    width, height, depth, colour, interlace = struct.unpack(">IIBB2xB", header)
+    expected = 0
+    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
+        columns, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if columns > 0 and rows > 0:
+            expected += rows * (1 + (columns * depth * _PNG_CHANNELS[colour] + 7) // 8)
+    inflater, produced = zlib.decompressobj(), 0
+    try:
+        for piece in [*pieces, b""]:  # b"": output zlib may still hold back
+            produced += _inflate(inflater, piece, expected - produced)
+    except zlib.error:
+        raise _corrupt("its pixel data cannot be decompressed") from None
+    if produced < expected or not inflater.eof:
+        raise _corrupt("its pixel data ends early")
+    if produced > expected or inflater.unused_data:
+        raise _corrupt("it holds more pixel data than the image")
+
+
+def _inflate(inflater: zlib._Decompress, data: bytes, room: int) -> int:
+    """Bytes inflated from `data`, stopping once past `room` (bounded memory, bombs included)."""
+    produced = 0
+    while True:
+        out = inflater.decompress(data, _INFLATE_STEP)
+        produced += len(out)
+        data = inflater.unconsumed_tail
+        if produced > room or (not data and len(out) < _INFLATE_STEP):
+            return produced
+
+
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_STANDALONE_MARKERS = frozenset({0x01, 0xD9, *range(0xD0, 0xD8)})  # TEM, EOI, RST0-7: no length
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes, int]]:
+    """(marker, segment, offset after it) from after SOI until the data ends; segments are skipped
+    by their lengths and a scan's entropy-coded data (in which FF00 and RSTn are data) by its end."""
+    position = 2
+    while position < len(data):
+        if data[position] != 0xFF:
+            raise _corrupt("a marker is missing where one must be")
+        while position < len(data) - 1 and data[position + 1] == 0xFF:  # fill bytes
+            position += 1
+        marker, position = data[position + 1 : position + 2], position + 2
+        if marker and marker[0] in _STANDALONE_MARKERS:
+            yield marker[0], b"", position
+            continue
+        length = int.from_bytes(data[position : position + 2], "big")
+        if marker in (b"", b"\x00", b"\xd8") or length < 2 or position + length > len(data):
+            raise _corrupt("a segment is broken or cut short")
+        segment, position = data[position + 2 : position + length], position + length
+        if marker[0] == 0xDA:
+            position = _jpeg_entropy_end(data, position)
+        yield marker[0], segment, position
+
+
+def _jpeg_end(data: bytes) -> int:
+    """Offset just past the first EOI, where the scans seen cover every coefficient of every
+    component: a progressive JPEG cut after one of its scans, EOI appended, decodes without a
+    word from libjpeg."""
+    components, lowest_bit = b"", dict[tuple[int, int], int]()
+    for marker, segment, position in _jpeg_segments(data):
+        if marker == 0xD9:
+            if not components or any(lowest_bit.get((c, k)) != 0 for c in components for k in range(64)):
+                raise _corrupt("some of its scans are missing")
+            return position
+        if marker in _SOF_MARKERS:
+            if components:
+                raise _corrupt("it holds more than one frame")
+            components = segment[6 : 6 + 3 * segment[5] : 3] if len(segment) > 5 else b""
+        elif marker == 0xDA:
+            count = segment[0] if segment else 0
+            if len(segment) != 4 + 2 * count:
+                raise _corrupt("a scan header is broken")
+            start, stop, low = (
+                segment[-3],
+                min(segment[-2], 63),
+                segment[-1] & 0x0F,
+            )  # low: successive approx.
+            for component in segment[1 : 1 + 2 * count : 2]:
+                for k in range(start, stop + 1):
+                    lowest_bit[component, k] = min(lowest_bit.get((component, k), low), low)
+    raise _corrupt("the file ends before its end-of-image marker")
+
+
+def _jpeg_entropy_end(data: bytes, position: int) -> int:
+    """Where a scan's entropy-coded data ends: the next marker that is neither FF00 nor RSTn."""
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            raise _corrupt("the file ends inside the image data")
+        following = data[position + 1]
+        if following == 0xFF:
+            position += 1
+        elif following == 0x00 or 0xD0 <= following <= 0xD7:
+            position += 2
+        else:
+            return position
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:

@@ -4,10 +4,19 @@ multipart): a message a person can act on, as JSON for scripts and the upload pa
 from django.http import HttpRequest, HttpResponse
 from django.views.defaults import bad_request as django_bad_request
 
-from cases.http import REQUEST_LIMIT_ERRORS, error_response, request_limit_message, wants_json
+from cases.http import (
+    REQUEST_LIMIT_ERRORS,
+    UploadTooLarge,
+    request_limit_message,
+    upload_too_large_response,
+    wants_json,
+)
+from core.http import error_response
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if isinstance(exception, UploadTooLarge):  # a file passed the limit while the body was read
+        return upload_too_large_response(request, str(exception))
     if isinstance(exception, REQUEST_LIMIT_ERRORS):
         message = request_limit_message()
     else:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from cases.http import error_response, is_api_request
+from core.http import error_response, is_api_request
 
 MESSAGE = "Too many failed logins for this username from here; try again later or ask an administrator."
 

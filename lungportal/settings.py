@@ -11,58 +11,10 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from lungportal import secret_key
+from lungportal.env import envbool, envint, envlist, envrate
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def envbool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if raw.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
-
-
-def envint(name: str, default: int, *, minimum: int = 0) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def envrate(name: str, default: str) -> str:
-    """A DRF throttle rate such as 600/min."""
-    raw = os.environ.get(name) or default
-    number, _, period = raw.partition("/")
-    if not number.isdigit() or period not in {
-        "s",
-        "sec",
-        "second",
-        "m",
-        "min",
-        "minute",
-        "h",
-        "hour",
-        "d",
-        "day",
-    }:
-        raise ImproperlyConfigured(f"{name} must look like 600/min (per s, min, hour or day), got {raw!r}")
-    return raw
-
-
-def envlist(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 DJANGO_ENV = os.environ.get("DJANGO_ENV", "development")
@@ -74,12 +26,18 @@ DATA_DIR = Path(os.environ.get("LUNGPORTAL_DATA_DIR", BASE_DIR / "var")).resolve
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if PRODUCTION:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_ENV=production")
-    SECRET_KEY = "development-only-not-secret-0c9f1d3e8b7a4f2e9d6c5b4a3f2e1d0c"
-
 DEBUG = envbool("DJANGO_DEBUG", False)
+if PRODUCTION:
+    if not SECRET_KEY:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_ENV=production")
+    if weak := secret_key.weakness(SECRET_KEY):
+        raise ImproperlyConfigured(
+            f"DJANGO_SECRET_KEY is too weak: {weak}. Make one: {secret_key.GENERATE_HINT}"
+        )
+    if DEBUG:  # debug pages show settings, the URLconf and stack traces to anyone
+        raise ImproperlyConfigured("DJANGO_DEBUG must be off when DJANGO_ENV=production")
+elif not SECRET_KEY:
+    SECRET_KEY = secret_key.development_key(DATA_DIR)
 ALLOWED_HOSTS = envlist(
     "DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
 )
@@ -101,6 +59,9 @@ INSTALLED_APPS = [
     "knox",
     "csp",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "twofactor",
     "audit",
     "inference",
     "cases",
@@ -109,11 +70,19 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Refuses an oversized body by its Content-Length, before anything reads it.
+    "cases.upload_limits.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "lungportal.caching.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Ends a session SESSION_ABSOLUTE_SECONDS after its login, however busy it has been.
+    "lungportal.sessions.AbsoluteSessionLimitMiddleware",
+    # Tells whether the session gave a second factor; then staff who have not are held at it.
+    "django_otp.middleware.OTPMiddleware",
+    "twofactor.middleware.StaffSecondFactorMiddleware",
     # Writes a request's reads to the audit trail when it ends (one query).
     "audit.middleware.AuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -162,6 +131,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Length and a list are not enough: aaaaaaaaaaaa and qwertyuiopas pass both.
+    {"NAME": "core.passwords.GuessablePasswordValidator"},
 ]
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # refuses logins while a username/IP pair is locked out
@@ -173,9 +144,19 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "lungportal.lockout.lockout_response"
 AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "core.net.client_ip"
+# How many reverse proxies stand in front of the portal, each appending to X-Forwarded-For.
+# 0: clients connect directly and the header is ignored (anyone can write it). Lockouts, the page
+# login limit and the audit trail read it through core.net.client_ip, DRF's throttles as NUM_PROXIES.
+TRUSTED_PROXIES = envint("TRUSTED_PROXIES", 0)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "cases:dashboard"
 LOGOUT_REDIRECT_URL = "login"
+# Staff see every care team: in production they need a code from an authenticator app (TOTP) too.
+STAFF_OTP_REQUIRED = envbool("STAFF_OTP_REQUIRED", PRODUCTION)
+OTP_TOTP_ISSUER = "LungPortal"
+OTP_TOTP_THROTTLE_FACTOR = 1  # waits of 1, 2, 4, 8 ... s after successive wrong codes; 0 turns them off
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # admins may delete a lost device, never read its secret key
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
@@ -209,6 +190,20 @@ UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", 300, minimum=1)
 UPLOAD_MAX_FILE_BYTES = envint("UPLOAD_MAX_FILE_BYTES", 20 * 1024 * 1024, minimum=1)
 UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", 40_000_000, minimum=1)
 UPLOAD_MAX_SIDE = envint("UPLOAD_MAX_SIDE", 8192, minimum=1)
+UPLOAD_MIN_SIDE = envint("UPLOAD_MIN_SIDE", 64, minimum=1)
+# A body declaring more than this is answered 413 before a byte of it is read: room for a full
+# upload (files, their multipart headers, the form's fields), but never more than 1 GiB.
+UPLOAD_MAX_REQUEST_BYTES = envint(
+    "UPLOAD_MAX_REQUEST_BYTES",
+    min(UPLOAD_MAX_FILES * (UPLOAD_MAX_FILE_BYTES + 16 * 1024) + 1024 * 1024, 1024**3),
+    minimum=1,
+)
+# The first handler stops reading a multipart body as soon as one file passes UPLOAD_MAX_FILE_BYTES.
+FILE_UPLOAD_HANDLERS = [
+    "cases.upload_limits.FileSizeLimitUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -266,6 +261,13 @@ PREDICTION_REQUEUE_AFTER = timedelta(seconds=envint("PREDICTION_REQUEUE_AFTER_SE
 # Past the hard time limit plus this grace, a `running` prediction's worker is taken for dead.
 PREDICTION_LOST_GRACE = timedelta(seconds=envint("PREDICTION_LOST_GRACE_SECONDS", 30))
 WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
+# A running prediction whose worker has not heartbeaten for this long died with its worker: the
+# sweep re-sends it (within this plus PREDICTION_SWEEP_SECONDS), long before the hard time limit.
+WORKER_LOST_AFTER = timedelta(
+    seconds=envint(
+        "WORKER_LOST_AFTER_SECONDS", 4 * WORKER_HEARTBEAT_SECONDS, minimum=2 * WORKER_HEARTBEAT_SECONDS
+    )
+)
 
 # Inference (TensorFlow)
 INFERENCE_WEIGHTS_DIR = Path(
@@ -298,6 +300,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: the browsable HTML API would answer anonymous visitors with a page; the docs at
+    # /api/docs/ (logged in) are the interactive way in.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
@@ -313,6 +318,8 @@ REST_FRAMEWORK = {
         "login": envrate("API_THROTTLE_LOGIN", "10/min"),
     },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    # DRF's default (None) believes the whole X-Forwarded-For header, which any client can write.
+    "NUM_PROXIES": TRUSTED_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "LungPortal API",
@@ -354,6 +361,7 @@ CONTENT_SECURITY_POLICY = {
 }
 SESSION_COOKIE_AGE = envint("SESSION_IDLE_SECONDS", 60 * 60 * 8, minimum=60)
 SESSION_SAVE_EVERY_REQUEST = True  # the age above is an idle timeout
+SESSION_ABSOLUTE_SECONDS = envint("SESSION_ABSOLUTE_SECONDS", 60 * 60 * 12, minimum=60)
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
@@ -33,6 +34,12 @@ DATASET = ROOT.parent / "shared" / "datasets" / "iqothnccd"
 def private_media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def fresh_login_limits():
+    """Login limits per address count in the shared cache: no test inherits another's attempts."""
+    cache.clear()
 
 
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 64), mode: str = "L") -> bytes:

@@ -64,8 +64,89 @@ def multi_picture_jpeg() -> bytes:
     return buffer.getvalue()
 
 
+def ct_like(size: int = 256) -> Image.Image:
+    """Something with a CT slice's texture: a disc of noise on black, so that JPEG has data to cut."""
+    disc = Image.radial_gradient("L").resize((size, size)).point(lambda v: 255 if v < 100 else 0)
+    return Image.composite(Image.effect_noise((size, size), 60).convert("L"), Image.new("L", disc.size), disc)
+
+
+def jpeg_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def truncated_jpeg_with_eoi(data: bytes | None = None, keep: float = 0.6) -> bytes:
+    """Half a JPEG followed by an FFD9 marker: libjpeg only warns ("premature end of data segment")
+    and Pillow fills the missing rows with grey."""
+    data = data or jpeg_bytes(ct_like())
+    return data[: int(len(data) * keep)] + b"\xff\xd9"
+
+
+def progressive_jpeg_cut_after_a_scan() -> bytes:
+    """A progressive JPEG whose last scans are replaced by EOI: libjpeg decodes it without a warning."""
+    data = jpeg_bytes(ct_like(), progressive=True)
+    last_scan = data.rfind(b"\xff\xda")  # FFDA cannot occur in entropy-coded data (FF is stuffed)
+    return data[:last_scan] + b"\xff\xd9"
+
+
+def _png_from_rows(rows: bytes, size: tuple[int, int], idat: bytes | None = None) -> bytes:
+    header = struct.pack(">IIBBBBB", size[0], size[1], 8, 0, 0, 0, 0)
+    pixels = zlib.compress(rows) if idat is None else idat
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"")
+
+
+def _gradient_rows(width: int = 128, height: int = 128) -> bytes:
+    return b"".join(b"\x00" + bytes((x + y) % 256 for x in range(width)) for y in range(height))
+
+
+def png_with_short_pixel_data() -> bytes:
+    """A complete zlib stream holding half the rows: Pillow loads it and leaves the rest blank."""
+    rows = _gradient_rows()
+    return _png_from_rows(rows[: len(rows) // 2], (128, 128))
+
+
+def png_with_cut_pixel_data() -> bytes:
+    """The compressed pixel data cut in half, chunk CRC and IEND made valid again."""
+    compressed = zlib.compress(_gradient_rows())
+    return _png_from_rows(b"", (128, 128), idat=compressed[: len(compressed) // 2])
+
+
+def png_with_bad_crc() -> bytes:
+    data = bytearray(_png_from_rows(_gradient_rows(), (128, 128)))
+    iend = data.rfind(b"IEND")
+    data[iend - 5] ^= 0xFF  # the last byte of the IDAT chunk's CRC, before IEND's length and type
+    return bytes(data)
+
+
+def animated_png() -> bytes:
+    buffer = io.BytesIO()
+    frames = [Image.new("L", (64, 64), value) for value in (40, 200)]
+    frames[0].save(buffer, format="PNG", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
+HTML = b"<html><script>alert(document.cookie)</script></html>"
+
+
+def jpeg_html_before_final_eoi() -> bytes:
+    """Polyglot: HTML after the image, then an FFD9 so that the file still ends like a JPEG."""
+    return jpeg_bytes(ct_like(64)) + HTML + b"\xff\xd9"
+
+
+def png_html_before_fake_iend() -> bytes:
+    """Polyglot: HTML after the image, then a second IEND chunk so that the file ends like a PNG."""
+    return _png() + HTML + _chunk(b"IEND", b"")
+
+
+def jpeg_html_in_comment() -> bytes:
+    """Polyglot: HTML in a JPEG comment (COM) segment, a valid part of the file."""
+    data = jpeg_bytes(ct_like(64))
+    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(HTML) + 2) + HTML + data[2:]
+
+
 def corpus(max_file_bytes: int) -> list[tuple[str, bytes, str]]:
-    png, jpeg = _png(), _encode("JPEG")
+    png, jpeg = _png(), _encode("JPEG", size=(64, 64))
     assert len(big_noise_png()) > max_file_bytes, "the oversized entry must exceed the limit under test"
     return [
         ("empty.png", b"", "empty"),
@@ -100,4 +181,15 @@ def corpus(max_file_bytes: int) -> list[tuple[str, bytes, str]]:
         ("../../../etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n", "not a jpeg or png"),
         ("..\\..\\windows\\win.ini", b"[fonts]\n", "not a jpeg or png"),
         ("oversized.png", big_noise_png(), "larger than"),
+        # Issue 11: each of these was stored and classified.
+        ("half.jpg", truncated_jpeg_with_eoi(), "truncated or corrupt"),
+        ("progressive-cut.jpg", progressive_jpeg_cut_after_a_scan(), "truncated or corrupt"),
+        ("short-pixels.png", png_with_short_pixel_data(), "truncated or corrupt"),
+        ("cut-pixels.png", png_with_cut_pixel_data(), "truncated or corrupt"),
+        ("bad-crc.png", png_with_bad_crc(), "checksum"),
+        ("dot.png", _png((1, 1)), "too small"),
+        ("thin.png", _png((512, 63)), "too small"),
+        ("polyglot-eoi.jpg", jpeg_html_before_final_eoi(), "extra data after the image"),
+        ("polyglot-iend.png", png_html_before_fake_iend(), "extra data after the image"),
+        ("animated.png", animated_png(), "animated"),
     ]

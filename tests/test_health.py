@@ -18,8 +18,8 @@ def no_live_worker(monkeypatch):
 
 
 @pytest.mark.django_db
-def test_healthz_is_503_and_names_the_missing_worker(client, no_live_worker):
-    response = client.get(reverse("healthz"))
+def test_healthz_is_503_and_names_the_missing_worker(admin_client, no_live_worker):
+    response = admin_client.get(reverse("healthz"))
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
@@ -28,14 +28,14 @@ def test_healthz_is_503_and_names_the_missing_worker(client, no_live_worker):
 
 
 @pytest.mark.django_db
-def test_healthz_reports_a_stale_heartbeat_as_missing(client):
+def test_healthz_reports_a_stale_heartbeat_as_missing(admin_client):
     from datetime import timedelta
 
     from django.utils import timezone
 
     WorkerHeartbeat.objects.all().delete()
     WorkerHeartbeat.objects.create(hostname="old@host", last_seen=timezone.now() - timedelta(minutes=5))
-    response = client.get(reverse("healthz"))
+    response = admin_client.get(reverse("healthz"))
     if response.json()["worker"]["ok"]:  # the session's own worker wrote a heartbeat meanwhile
         assert "old@host" not in response.json()["worker"]["detail"]
     else:
@@ -44,8 +44,8 @@ def test_healthz_reports_a_stale_heartbeat_as_missing(client):
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_healthz_is_200_with_a_live_worker(client, worker):
-    response = client.get(reverse("healthz"))
+def test_healthz_is_200_with_a_live_worker(admin_client, worker):
+    response = admin_client.get(reverse("healthz"))
     assert response.status_code == 200, response.json()
     body = response.json()
     assert body["status"] == "ok" and body["worker"]["detail"].startswith("test-")
@@ -66,7 +66,7 @@ def test_healthz_is_503_when_the_broker_is_unreachable(client, settings):
 
 
 @pytest.mark.django_db
-def test_healthz_reports_weights_that_no_longer_match_their_hashes(client, tmp_path):
+def test_healthz_reports_weights_that_no_longer_match_their_hashes(admin_client, tmp_path):
     import shutil
 
     from inference.artifacts import card_members, read_card
@@ -77,11 +77,22 @@ def test_healthz_reports_weights_that_no_longer_match_their_hashes(client, tmp_p
     folder = tmp_path / "weights"
     shutil.copytree(version.weights_path, folder)
     ModelVersion.objects.filter(pk=version.pk).update(weights_dir=str(folder))
-    assert client.get(reverse("healthz")).json()["model_version"]["ok"]
+    assert admin_client.get(reverse("healthz")).json()["model_version"]["ok"]
 
     member = folder / next(iter(card_members(read_card(folder))))
     data = bytearray(member.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte changed
     member.write_bytes(bytes(data))
-    body = client.get(reverse("healthz")).json()
+    body = admin_client.get(reverse("healthz")).json()
     assert not body["model_version"]["ok"] and "does not match" in body["model_version"]["detail"]
+
+
+@pytest.mark.django_db
+def test_healthz_tells_the_public_only_up_or_down(client, alice, no_live_worker):
+    """The public (and clinicians) learn no host names, broker address or model version."""
+    for viewer in (client, None):
+        if viewer is None:
+            client.force_login(alice)
+        body = client.get(reverse("healthz")).json()
+        assert set(body) == {"status", "database", "broker", "worker", "model_version"}
+        assert all(body[name] == {"ok": body[name]["ok"]} for name in body if name != "status")

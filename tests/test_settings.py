@@ -51,3 +51,34 @@ def test_malformed_settings_fail_loudly(tmp_path, name, value):
 
 def test_debug_is_off_by_default(settings):
     assert settings.DEBUG is False
+
+
+@pytest.mark.parametrize(
+    ("key", "debug"),
+    [
+        ("changeme", "false"),
+        ("a" * 60, "false"),
+        ("changeme-" + "x1y2z3" * 10, "false"),
+        ("q7Zp2-" * 10, "true"),
+    ],
+)
+def test_production_refuses_a_weak_key_or_debug(tmp_path, key, debug):
+    result = manage(
+        "check",
+        DJANGO_ENV="production",
+        DJANGO_SECRET_KEY=key,
+        DJANGO_DEBUG=debug,
+        DJANGO_ALLOWED_HOSTS="portal.example.org",
+        LUNGPORTAL_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is too weak" in result.stderr or "DJANGO_DEBUG must be off" in result.stderr
+
+
+def test_development_key_is_generated_once_per_data_directory(tmp_path):
+    show = ["shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)"]
+    first = manage(*show, LUNGPORTAL_DATA_DIR=str(tmp_path / "one")).stdout.strip()
+    again = manage(*show, LUNGPORTAL_DATA_DIR=str(tmp_path / "one")).stdout.strip()
+    other = manage(*show, LUNGPORTAL_DATA_DIR=str(tmp_path / "two")).stdout.strip()
+    assert len(first) >= 50 and first == again and first != other
+    assert (tmp_path / "one" / "secret_key").stat().st_mode & 0o777 == 0o600

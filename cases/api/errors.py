@@ -8,7 +8,9 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
-from ..http import REQUEST_LIMIT_ERRORS, error_body, request_limit_message
+from core.http import error_body
+
+from ..http import REQUEST_LIMIT_ERRORS, request_limit_message
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -48,6 +48,12 @@ class ProbabilitiesMixin(serializers.Serializer):
 class TokenRequestSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, style={"input_type": "password"})
+    otp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=16,
+        help_text="Staff, where a second factor is required: the current code from their authenticator app.",
+    )
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -71,9 +77,11 @@ class SliceSerializer(serializers.ModelSerializer):
             "height",
             "size_bytes",
             "sha256",
+            "source_sha256",
             "file_url",
             "thumbnail_url",
         ]
+        read_only_fields = ["source_sha256"]
 
     def get_file_url(self, obj: Slice) -> str:
         return _absolute(self.context, "slice-file", obj.pk)

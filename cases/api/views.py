@@ -15,7 +15,6 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from knox import views as knox_views
-from knox.models import AuthToken
 from rest_framework import mixins, permissions, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -26,13 +25,14 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from audit import trail
+from core.http import error_response
 from inference.models import ModelVersion
 from inference.preprocessing import CLASS_NAMES
+from twofactor import services as second_factor
 
 from .. import selectors, services
 from ..agreement import AI_LABELS, NOT_MALIGNANT, VersionAgreement, agreement_by_model_version
 from ..files import heatmap_response, slice_image_response, slice_thumbnail_response
-from ..http import error_response
 from ..models import LABEL_CHOICES, Patient
 from ..urls_converters import ID_REGEX
 from . import serializers as s
@@ -58,13 +58,18 @@ class TokenObtainView(APIView):
     def post(self, request: Request) -> Response:
         form = s.TokenRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        code = form.validated_data.pop("otp", "")
         user = authenticate(request._request, **form.validated_data)
         if user is None or not user.is_active:
             raise serializers.ValidationError(
                 {"non_field_errors": ["Unable to log in with these credentials."]}
             )
+        try:
+            second_factor.token_check(user=user, code=code)
+        except second_factor.CodeRefused as refused:
+            raise serializers.ValidationError({"otp": [str(refused)]}) from None
         with transaction.atomic():
-            instance, token = AuthToken.objects.create(user)
+            instance, token = services.token_issue(user=user)
             trail.record(
                 trail.Action.LOGIN,
                 object_type="user",

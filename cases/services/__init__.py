@@ -1,14 +1,14 @@
 """Everything that writes to the clinical record, one module per concern.
 
-`accounts` (clinicians and care teams), `patients`, `uploads` (checking and storing a study's
-slices), `reviews`, `predictions` (asking for one: request, rerun, the sweep), `prediction_runs`
-(the worker's state machine: claim, run, store, fail, release), `media_sweep` (files no row
-references) and `retention` (purging a patient's record). Functions are `<noun>_<verb>` with
-keyword-only arguments; the public ones are re-exported here, so callers write
-`services.scan_upload(...)`.
+`accounts` (clinicians, care teams, their tokens and sessions), `patients`, `uploads` (checking
+and storing a study's slices), `reviews`, `predictions` (asking for one: request, rerun, the
+sweep), `prediction_runs` (the worker's state machine: claim, run, store, fail, release),
+`media_sweep` (files no row references) and `retention` (purging a patient's record). Functions
+are `<noun>_<verb>` with keyword-only arguments; the public ones are re-exported here, so callers
+write `services.scan_upload(...)`.
 """
 
-from .accounts import user_create
+from .accounts import credentials_revoke, token_issue, user_create
 from .media_sweep import SweepReport, media_sweep
 from .patients import patient_create, patient_update
 from .prediction_runs import PredictionRetry, prediction_execute
@@ -37,6 +37,7 @@ __all__ = [
     "RetentionError",
     "SweepReport",
     "UploadError",
+    "credentials_revoke",
     "display_name",
     "media_sweep",
     "patient_create",
@@ -52,5 +53,6 @@ __all__ = [
     "review_submit",
     "scan_upload",
     "slice_check",
+    "token_issue",
     "user_create",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,15 @@ from .storage import file_save, files_delete
 logger = logging.getLogger(__name__)
 
 
+# An absolute path of two or more parts, quoted or bare: the server's layout, not the reader's business.
+_SERVER_PATH = re.compile(r"(?:/[\w.@+-]+){2,}/?")
+
+
+def without_paths(text: str) -> str:
+    """A reason fit for a clinician: server paths cut to their last part ("…/member1.keras")."""
+    return _SERVER_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
 class PredictionRetry(Exception):
     """A transient failure: the prediction was put back in the queue and should be retried."""
 
@@ -41,9 +51,9 @@ class PermanentFailure(Exception):
     """A reason that retrying will not fix, worded for a clinician."""
 
 
-def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
+def prediction_execute(*, prediction_id: int, task_id: str = "", worker: str = "") -> None:
     """Run the CNN for one queued prediction and store its result; a no-op if it is not ours."""
-    prediction = _prediction_claim(prediction_id, task_id)
+    prediction = _prediction_claim(prediction_id, task_id, worker)
     if prediction is None:
         return
     stored: list[str] = []
@@ -64,7 +74,7 @@ def prediction_execute(*, prediction_id: int, task_id: str = "") -> None:
             _prediction_fail(
                 prediction,
                 f"The model could not classify this scan after {prediction.attempts} attempts "
-                f"({type(exc).__name__}: {exc}).",
+                f"({type(exc).__name__}: {without_paths(str(exc))}).",
             )
             return
         _prediction_release(prediction)
@@ -83,7 +93,7 @@ def _run(prediction: Prediction, stored: list[str]) -> None:
         predictor = model_version_predictor(prediction.model_version)
     except (OSError, ValueError) as exc:
         raise PermanentFailure(
-            f"Model version {prediction.model_version} could not be loaded: {exc}"
+            f"Model version {prediction.model_version} could not be loaded: {without_paths(str(exc))}"
         ) from exc
     reasons, inputs = _inputs(slices, predictor)
     started = time.perf_counter()
@@ -135,8 +145,9 @@ def _inputs(slices: Sequence[Slice], predictor: Any) -> tuple[dict[int, str], di
             _slice_verify(item, content)
             found = inspect(content)
         except (OSError, ImageDecodeError) as exc:
+            reason = without_paths(str(exc))
             raise PermanentFailure(
-                f"Slice {item.position + 1} ({item.original_name}) could not be read: {exc}"
+                f"Slice {item.position + 1} ({item.original_name}) could not be read: {reason}"
             ) from exc
         reason = predictor.not_assessable_reason(found)
         if reason is None:
@@ -165,7 +176,7 @@ def _slice_verify(item: Slice, content: bytes) -> None:
     )
 
 
-def _prediction_claim(prediction_id: int, task_id: str) -> Prediction | None:
+def _prediction_claim(prediction_id: int, task_id: str, worker: str = "") -> Prediction | None:
     """queued -> running, counting the attempt in the database.
 
     A message redelivered because its worker died (same task id) may take over its own
@@ -177,6 +188,7 @@ def _prediction_claim(prediction_id: int, task_id: str) -> Prediction | None:
     claimed = Prediction.objects.filter(claimable, pk=prediction_id).update(
         status=Prediction.Status.RUNNING,
         task_id=task_id,
+        worker=worker,
         started_at=timezone.now(),
         attempts=F("attempts") + 1,
     )

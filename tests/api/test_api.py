@@ -265,7 +265,11 @@ def test_list_query_counts_do_not_grow_with_rows(
         assert len(client.get(reverse(url_name)).json()["results"]) >= 23
 
 
-def test_schema_and_docs_are_served(client):
+def test_schema_and_docs_are_for_logged_in_users_only(client, alice):
+    assert client.get(reverse("schema")).status_code == 401
+    docs = client.get(reverse("api-docs"))
+    assert docs.status_code == 302 and docs["Location"].startswith(reverse("login"))
+    client.force_login(alice)
     schema = client.get(reverse("schema"), HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert schema.status_code == 200
     spec = schema.json()

@@ -70,7 +70,7 @@ def test_a_redelivered_message_does_nothing_twice(worker, patient, alice):
     assert prediction.attempts == 1
 
 
-def test_unreadable_slice_fails_with_a_reason_and_can_be_rerun(worker, patient, alice):
+def test_unreadable_slice_fails_with_a_reason_and_can_be_rerun(worker, patient, alice, settings):
     scan = services.scan_upload(patient=patient, files=[upload("a.png", image_bytes())], uploaded_by=alice)
     prediction = scan.predictions.get()
     wait_for_prediction(prediction.pk, worker=worker)
@@ -86,6 +86,7 @@ def test_unreadable_slice_fails_with_a_reason_and_can_be_rerun(worker, patient, 
     failed = wait_for_prediction(prediction.pk, worker=worker)
     assert failed.status == Prediction.Status.FAILED
     assert "Slice 1 (a.png) could not be read" in failed.error
+    assert str(settings.MEDIA_ROOT) not in failed.error and "/slices/" not in failed.error  # no server path
 
 
 def test_sweep_resends_a_prediction_the_broker_never_delivered(worker, patient, alice, settings):

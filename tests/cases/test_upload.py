@@ -33,7 +33,8 @@ def test_upload_stores_slices_privately_and_queues_one_prediction(
     scan = Scan.objects.get()
     assert response.status_code == 302 and response["Location"] == scan.get_absolute_url()
     assert [s.original_name for s in scan.slices.all()] == ["first.png", "second.jpg"]
-    assert [s.content_type for s in scan.slices.all()] == ["image/png", "image/jpeg"]
+    # Stored as a lossless PNG of the decoded pixels (no metadata, no stray bytes) whatever came in.
+    assert [s.content_type for s in scan.slices.all()] == ["image/png", "image/png"]
     prediction = scan.predictions.get()
     assert prediction.status == Prediction.Status.QUEUED and prediction.requested_by is not None
     assert prediction.requested_by.username == "alice"

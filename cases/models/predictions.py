@@ -1,149 +1,24 @@
-"""The clinical record: care teams, patients, scans, slices and predictions."""
+"""What the CNN said about a scan: the prediction, its per-slice results and earlier runs."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from health.models import WorkerHeartbeat
 from inference.preprocessing import CLASS_NAMES, most_probable
 from inference.study import RULE_SUMMARY
 
-from .validators import plausible_date
-
-LABEL_CHOICES = [(name, name.capitalize()) for name in CLASS_NAMES]
-
-
-class CareTeam(models.Model):
-    name = models.CharField(max_length=100, unique=True)
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="care_teams", blank=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class Patient(models.Model):
-    class Sex(models.TextChoices):
-        FEMALE = "F", "Female"
-        MALE = "M", "Male"
-        OTHER = "O", "Other"
-        UNKNOWN = "U", "Unknown"
-
-    team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="patients")
-    mrn = models.CharField(
-        "MRN",
-        max_length=32,
-        help_text="Medical record number: letters, digits, dot, dash or underscore.",
-        validators=[RegexValidator(r"^[A-Za-z0-9._-]+$", "Use only letters, digits, '.', '-' and '_'.")],
-    )
-    name = models.CharField(max_length=200)
-    birth_date = models.DateField(validators=[plausible_date])
-    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["name", "id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["team", "mrn"],
-                name="patient_mrn_unique_per_team",
-                violation_error_message="A patient with this MRN already exists in this care team.",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.mrn})"
-
-    def get_absolute_url(self) -> str:
-        return reverse("cases:patient_detail", args=[self.pk])
-
-    @property
-    def audit_patient_id(self) -> int:
-        return self.pk
-
-    @property
-    def age(self) -> int:
-        today = date.today()
-        before_birthday = (today.month, today.day) < (self.birth_date.month, self.birth_date.day)
-        return today.year - self.birth_date.year - before_birthday
-
-
-class Scan(models.Model):
-    """A study: one or more CT slices uploaded together."""
-
-    # PROTECT throughout the record: nothing clinical is erased by a cascade (see `purge_records`).
-    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scans")
-    study_date = models.DateField(default=date.today, validators=[plausible_date])
-    note = models.TextField(blank=True, max_length=2000)
-    uploaded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"Scan {self.pk} of {self.study_date:%Y-%m-%d}"
-
-    def get_absolute_url(self) -> str:
-        return reverse("cases:scan_detail", args=[self.pk])
-
-    def clean(self) -> None:
-        patient = self.patient if self.patient_id else None
-        if patient is not None and self.study_date and self.study_date < patient.birth_date:
-            raise ValidationError(
-                {"study_date": [f"The study date is before the patient's birth date ({patient.birth_date})."]}
-            )
-
-    @property
-    def audit_patient_id(self) -> int:
-        return self.patient_id
-
-
-class Slice(models.Model):
-    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="slices")
-    position = models.PositiveIntegerField()
-    # Stored under a generated name; the client's name is kept for display only.
-    image = models.FileField(max_length=200)
-    thumbnail = models.FileField(max_length=200)
-    original_name = models.CharField(max_length=255, blank=True)
-    content_type = models.CharField(max_length=50)
-    sha256 = models.CharField("SHA-256", max_length=64)
-    width = models.PositiveIntegerField()
-    height = models.PositiveIntegerField()
-    size_bytes = models.PositiveIntegerField()
-
-    class Meta:
-        ordering = ["position"]
-        constraints = [models.UniqueConstraint(fields=["scan", "position"], name="slice_position_unique")]
-
-    def __str__(self) -> str:
-        return f"Slice {self.position + 1} of scan {self.scan_id}"
-
-    def get_absolute_url(self) -> str:
-        return reverse("cases:slice_image", args=[self.pk])
-
-    @property
-    def audit_patient_id(self) -> int:
-        return self.scan.patient_id
+from .records import LABEL_CHOICES, Scan, Slice
 
 
 class Probabilities(models.Model):
@@ -195,6 +70,9 @@ class Prediction(Probabilities):
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     task_id = models.CharField(max_length=255, blank=True, help_text="Celery task that claimed the last run")
+    worker = models.CharField(
+        max_length=255, blank=True, help_text="the worker running it (its heartbeat name)"
+    )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -283,23 +161,36 @@ class Prediction(Probabilities):
     @classmethod
     def stale_q(cls, now: datetime) -> Q:
         """Rows that `is_stale` would call stale at `now`, as a filter."""
-        return reduce(
+        timed_out = reduce(
             operator.or_,
             (
                 Q(status=status, **{f"{field}__lt": now - limit})
                 for status, (field, limit) in cls.staleness_limits().items()
             ),
         )
+        return timed_out | cls._worker_lost_q(now)
+
+    @classmethod
+    def _worker_lost_q(cls, now: datetime) -> Q:
+        """Running on a named worker that has stopped heartbeating: the run died with it."""
+        since = now - settings.WORKER_LOST_AFTER
+        alive = WorkerHeartbeat.objects.filter(hostname=OuterRef("worker"), last_seen__gte=since)
+        return Q(status=cls.Status.RUNNING, started_at__lt=since) & ~Q(worker="") & Q(~Exists(alive))
 
     @property
     def is_stale(self) -> bool:
-        """Queued or running for longer than any healthy run takes: the work was lost."""
+        """Queued or running for longer than any healthy run takes, or running on a worker that
+        stopped heartbeating: the work was lost."""
         rule = self.staleness_limits().get(self.status)
         if rule is None:
             return False
         field, limit = rule
         since = getattr(self, field)
-        return since is not None and timezone.now() - since > limit
+        if since is not None and timezone.now() - since > limit:
+            return True
+        return bool(self.status == self.Status.RUNNING and self.worker) and (
+            Prediction.objects.filter(self._worker_lost_q(timezone.now()), pk=self.pk).exists()
+        )
 
 
 class SliceResult(Probabilities):
@@ -351,63 +242,3 @@ class PredictionRun(models.Model):
     @property
     def audit_patient_id(self) -> int:
         return self.prediction.scan.patient_id
-
-
-class Review(models.Model):
-    """A clinician's reading of a finished prediction: the record of agreement or correction.
-
-    Immutable: a correction is a new review that `supersedes` this one."""
-
-    class Verdict(models.TextChoices):
-        AGREE = "agree", "Agree"
-        DISAGREE = "disagree", "Disagree"
-
-    prediction = models.ForeignKey(Prediction, on_delete=models.PROTECT, related_name="reviews")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    verdict = models.CharField(max_length=16, choices=Verdict.choices)
-    label = models.CharField(
-        max_length=16,
-        choices=LABEL_CHOICES,
-        help_text="The reviewer's label: the model's when agreeing, the correction when not.",
-    )
-    comment = models.TextField(blank=True, max_length=2000)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    # One-to-one: a review is corrected at most once, so corrections form a single line.
-    supersedes = models.OneToOneField(
-        "self",
-        on_delete=models.PROTECT,
-        null=True,
-        blank=True,
-        related_name="superseded_by",
-        help_text="the earlier review this one corrects",
-    )
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["prediction", "reviewer"],
-                condition=Q(supersedes__isnull=True),
-                name="review_once_per_reviewer",
-                violation_error_message="You have already reviewed this prediction; correct your review.",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.get_verdict_display()} ({self.label}) on prediction {self.prediction_id}"
-
-    def get_absolute_url(self) -> str:
-        return self.prediction.get_absolute_url() + f"#review-{self.pk}"
-
-    @property
-    def audit_patient_id(self) -> int:
-        return self.prediction.scan.patient_id
-
-    @property
-    def is_current(self) -> bool:
-        """Not corrected by a later review (read from the reverse one-to-one)."""
-        try:
-            self.superseded_by  # noqa: B018
-        except Review.DoesNotExist:
-            return True
-        return False

@@ -1,0 +1,147 @@
+"""Care teams, patients, and the studies (scans) and slices uploaded for them."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from inference.preprocessing import CLASS_NAMES
+
+from ..validators import plausible_date
+
+LABEL_CHOICES = [(name, name.capitalize()) for name in CLASS_NAMES]
+
+
+class CareTeam(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="care_teams", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Patient(models.Model):
+    class Sex(models.TextChoices):
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "O", "Other"
+        UNKNOWN = "U", "Unknown"
+
+    team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="patients")
+    mrn = models.CharField(
+        "MRN",
+        max_length=32,
+        help_text="Medical record number: letters, digits, dot, dash or underscore.",
+        validators=[RegexValidator(r"^[A-Za-z0-9._-]+$", "Use only letters, digits, '.', '-' and '_'.")],
+    )
+    name = models.CharField(max_length=200)
+    birth_date = models.DateField(validators=[plausible_date])
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "mrn"],
+                name="patient_mrn_unique_per_team",
+                violation_error_message="A patient with this MRN already exists in this care team.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mrn})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:patient_detail", args=[self.pk])
+
+    @property
+    def audit_patient_id(self) -> int:
+        return self.pk
+
+    @property
+    def age(self) -> int:
+        today = date.today()
+        before_birthday = (today.month, today.day) < (self.birth_date.month, self.birth_date.day)
+        return today.year - self.birth_date.year - before_birthday
+
+
+class Scan(models.Model):
+    """A study: one or more CT slices uploaded together."""
+
+    # PROTECT throughout the record: nothing clinical is erased by a cascade (see `purge_records`).
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scans")
+    study_date = models.DateField(default=date.today, validators=[plausible_date])
+    note = models.TextField(blank=True, max_length=2000)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Scan {self.pk} of {self.study_date:%Y-%m-%d}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:scan_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        patient = self.patient if self.patient_id else None
+        if patient is not None and self.study_date and self.study_date < patient.birth_date:
+            raise ValidationError(
+                {"study_date": [f"The study date is before the patient's birth date ({patient.birth_date})."]}
+            )
+
+    @property
+    def audit_patient_id(self) -> int:
+        return self.patient_id
+
+
+class Slice(models.Model):
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="slices")
+    position = models.PositiveIntegerField()
+    # Stored under a generated name; the client's name is kept for display only.
+    image = models.FileField(max_length=200)
+    thumbnail = models.FileField(max_length=200)
+    original_name = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=50)
+    # Of the stored copy (a PNG of the decoded pixels, not the upload): checked when served or read.
+    sha256 = models.CharField("SHA-256", max_length=64)
+    source_sha256 = models.CharField(
+        "source SHA-256",
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the file as uploaded, for provenance",
+    )
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()  # of the file as uploaded
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["scan", "position"], name="slice_position_unique")]
+
+    def __str__(self) -> str:
+        return f"Slice {self.position + 1} of scan {self.scan_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("cases:slice_image", args=[self.pk])
+
+    @property
+    def audit_patient_id(self) -> int:
+        return self.scan.patient_id

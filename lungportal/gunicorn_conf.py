@@ -1,0 +1,6 @@
+"""gunicorn settings for `make run` (bin/run): `--config python:lungportal.gunicorn_conf`."""
+
+# The access log names the path only: query strings (a search for a patient's name or MRN) and
+# referrers (which carry them too) never reach the log.
+accesslog = "-"
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
