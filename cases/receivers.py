@@ -18,7 +18,9 @@ from django.dispatch import receiver
 from . import services
 
 _REVOKE_REASON = "_credentials_revoke_reason"
-WATCHED_FIELDS = frozenset({"password", "is_active"})
+# Promotion to staff too: a token issued to a clinician must not become an admin's token that
+# never gave a second factor.
+WATCHED_FIELDS = frozenset({"password", "is_active", "is_staff", "is_superuser"})
 
 
 @receiver(pre_save, sender=get_user_model(), dispatch_uid="cases_user_credentials_check")
@@ -33,7 +35,7 @@ def _before_user_save(
         validate_password(raw, instance)
     if instance.pk is None or (update_fields is not None and not update_fields & WATCHED_FIELDS):
         return  # a new user has nothing to revoke; a last_login update changes no credential
-    before = sender.objects.filter(pk=instance.pk).values("password", "is_active").first()
+    before = sender.objects.filter(pk=instance.pk).values(*WATCHED_FIELDS).first()
     if before is None:
         return
     reason = _change_reason(instance, before, raw, update_fields)
@@ -56,6 +58,8 @@ def _change_reason(
     # this hook existed may still hold tokens and sessions, and this is the last moment to end them.
     if before["is_active"] != instance.is_active:
         reasons.append("user disabled" if not instance.is_active else "user enabled again")
+    if (before["is_staff"], before["is_superuser"]) != (instance.is_staff, instance.is_superuser):
+        reasons.append("staff or superuser status changed")
     # Django re-hashes the same password on login when its hasher settings move on
     # (`check_password`'s setter: no raw password, only the password field saved).
     rehash = raw is None and update_fields == frozenset({"password"})

@@ -17,10 +17,13 @@ class HeartbeatStep(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
         self.hostname = getattr(worker, "hostname", None) or socket.gethostname()
         self.tref = None
+        self.booted_at: Any = None
 
     def start(self, worker: Any) -> None:
         from django.conf import settings
+        from django.utils import timezone
 
+        self.booted_at = timezone.now()
         self.beat()
         self.tref = worker.timer.call_repeatedly(settings.WORKER_HEARTBEAT_SECONDS, self.beat)
 
@@ -42,7 +45,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
 
         try:
             WorkerHeartbeat.objects.update_or_create(
-                hostname=self.hostname, defaults={"last_seen": timezone.now()}
+                hostname=self.hostname, defaults={"last_seen": timezone.now(), "booted_at": self.booted_at}
             )
         except Exception:
             logger.warning("worker heartbeat failed", exc_info=True)

@@ -44,10 +44,14 @@ class LoginView(auth_views.LoginView):
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         wait = login_attempt_wait(request)
         if wait:
-            response = render(request, "registration/login_throttled.html", {"wait": wait}, status=429)
-            response["Retry-After"] = str(wait)
-            return response
+            return throttled_response(request, wait)
         return super().post(request, *args, **kwargs)
+
+
+def throttled_response(request: HttpRequest, wait: int) -> HttpResponse:
+    response = render(request, "registration/login_throttled.html", {"wait": wait}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
 
 
 def _rate() -> tuple[int, int]:

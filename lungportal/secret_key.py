@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 MIN_LENGTH = 50
@@ -28,11 +29,15 @@ def development_key(data_dir: Path) -> str:
     """A random key kept in the data directory, readable by its owner only."""
     path = data_dir / "secret_key"
     if not path.exists():
-        try:  # O_EXCL: two processes starting at once agree on the first key written
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under a private name, then linked into place: two processes starting at
+        # once (web and worker) both read the first complete key, never a half-written file.
+        fd, draft = tempfile.mkstemp(dir=data_dir, prefix=".secret_key.")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+        try:
+            os.link(draft, path)
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(50))
+        finally:
+            os.unlink(draft)
     return path.read_text().strip()

@@ -13,6 +13,7 @@ import django_otp
 import segno
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
 from django.http import HttpRequest
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -49,11 +50,18 @@ def confirmed_device(user: AbstractBaseUser) -> TOTPDevice | None:
     return TOTPDevice.objects.devices_for_user(user, confirmed=True).order_by("pk").first()
 
 
-def enrolment_device(user: User) -> TOTPDevice:
-    """The user's unconfirmed device: made on the first visit and kept, so a reload shows the same QR code."""
-    device = TOTPDevice.objects.devices_for_user(user, confirmed=False).order_by("pk").first()
+ENROLMENT_SESSION_KEY = "twofactor_enrolment_device"
+
+
+def enrolment_device(user: User, session: SessionBase) -> TOTPDevice:
+    """This session's unconfirmed device: a reload shows the same QR code, but a key seen in any
+    other session (say, one with a phished password) is discarded, never confirmed later."""
+    pending = TOTPDevice.objects.devices_for_user(user, confirmed=False)
+    device = pending.filter(pk=session.get(ENROLMENT_SESSION_KEY)).first()
     if device is None:
+        pending.delete()
         device = TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
+        session[ENROLMENT_SESSION_KEY] = device.pk
     return device
 
 
@@ -75,6 +83,8 @@ def device_confirm(*, request: HttpRequest, device: TOTPDevice, code: str) -> No
     with transaction.atomic():
         device.confirmed = True
         device.save(update_fields=["confirmed"])
+        TOTPDevice.objects.devices_for_user(device.user, confirmed=False).delete()
+        request.session.pop(ENROLMENT_SESSION_KEY, None)
         trail.record(
             trail.Action.CREATE,
             object_type="user",

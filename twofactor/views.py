@@ -48,7 +48,7 @@ def enrol(request: HttpRequest) -> HttpResponse:
         if not services.session_verified(user):
             return _to("twofactor:verify", request)
         return render(request, "twofactor/enrolled.html")
-    device = services.enrolment_device(user)
+    device = services.enrolment_device(user, request.session)
     form = CodeForm(request.POST or None)
     if form.is_valid():
         try:

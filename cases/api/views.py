@@ -21,7 +21,6 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from audit import trail
@@ -36,6 +35,7 @@ from ..files import heatmap_response, slice_image_response, slice_thumbnail_resp
 from ..models import LABEL_CHOICES, Patient
 from ..urls_converters import ID_REGEX
 from . import serializers as s
+from .throttles import ScopedRateThrottle
 
 
 class TokenObtainView(APIView):

@@ -172,9 +172,14 @@ class Prediction(Probabilities):
 
     @classmethod
     def _worker_lost_q(cls, now: datetime) -> Q:
-        """Running on a named worker that has stopped heartbeating: the run died with it."""
+        """Running on a named worker that has stopped heartbeating, or was restarted since the run
+        began (same name, new boot): the run died with it."""
         since = now - settings.WORKER_LOST_AFTER
-        alive = WorkerHeartbeat.objects.filter(hostname=OuterRef("worker"), last_seen__gte=since)
+        alive = WorkerHeartbeat.objects.filter(
+            Q(booted_at__isnull=True) | Q(booted_at__lte=OuterRef("started_at")),
+            hostname=OuterRef("worker"),
+            last_seen__gte=since,
+        )
         return Q(status=cls.Status.RUNNING, started_at__lt=since) & ~Q(worker="") & Q(~Exists(alive))
 
     @property

@@ -72,6 +72,17 @@ class Patient(models.Model):
     def audit_patient_id(self) -> int:
         return self.pk
 
+    def clean(self) -> None:
+        first_study = (
+            self.scans.order_by("study_date").values_list("study_date", flat=True).first()
+            if self.pk
+            else None
+        )
+        if first_study is not None and self.birth_date and self.birth_date > first_study:
+            raise ValidationError(
+                {"birth_date": [f"The birth date is after the patient's first study ({first_study})."]}
+            )
+
     @property
     def age(self) -> int:
         today = date.today()

@@ -68,3 +68,26 @@ def test_patient_list_query_count_does_not_grow_with_rows(logged_in, team_a, dja
         PatientFactory(team=team_a)
     with django_assert_max_num_queries(8):
         logged_in.get(reverse("cases:patient_list"))
+
+
+def test_birth_date_cannot_move_after_the_patients_studies(
+    alice, patient, django_capture_on_commit_callbacks
+):
+    import datetime
+
+    from django.core.exceptions import ValidationError
+
+    from cases import services
+    from tests.conftest import image_bytes, upload
+
+    with django_capture_on_commit_callbacks(execute=False):
+        services.scan_upload(
+            patient=patient,
+            files=[upload("a.png", image_bytes())],
+            uploaded_by=alice,
+            study_date=datetime.date(2000, 1, 1),
+        )
+    with pytest.raises(ValidationError, match="after the patient's first study"):
+        services.patient_update(patient=patient, updated_by=alice, birth_date=datetime.date(2010, 1, 1))
+    patient.refresh_from_db()
+    assert patient.birth_date == datetime.date(1960, 5, 17)

@@ -141,3 +141,16 @@ def test_the_audit_trail_records_the_real_address(client, alice, settings):
     failed = AuditEntry.objects.get(action="login_failed")
     login = AuditEntry.objects.get(action="login")
     assert (failed.client_address, login.client_address) == (ADDRESS, ADDRESS)
+
+
+def test_the_admin_login_shares_the_page_login_limit(client, alice):
+    for n in range(10):
+        client.post(
+            reverse("admin:login"), {"username": f"user{n}", "password": "guess"}, REMOTE_ADDR=ADDRESS
+        )
+    refused = client.post(
+        reverse("admin:login"), {"username": "admin", "password": "guess"}, REMOTE_ADDR=ADDRESS
+    )
+    assert refused.status_code == 429 and refused["Retry-After"]
+    page = client.post(reverse("login"), {"username": "alice", "password": PASSWORD}, REMOTE_ADDR=ADDRESS)
+    assert page.status_code == 429  # one counter for both doors

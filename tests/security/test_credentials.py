@@ -157,3 +157,12 @@ def test_expired_tokens_are_cleared_at_login(alice):
     )
     assert response.status_code == 200
     assert not AuthToken.objects.filter(digest=expired.digest).exists()
+
+
+def test_promotion_to_staff_revokes_tokens_issued_without_a_second_factor(alice):
+    from knox.models import AuthToken
+
+    AuthToken.objects.create(alice)
+    alice.is_staff = True
+    alice.save()
+    assert not AuthToken.objects.filter(user=alice).exists()

@@ -47,7 +47,8 @@ def test_a_rerun_is_allowed_once_the_worker_is_lost(
 
 @pytest.mark.parametrize("worker", ["celery@alive", ""])
 def test_a_run_on_a_live_worker_or_an_unnamed_one_is_left_alone(prediction, settings, worker):
-    WorkerHeartbeat.objects.create(hostname="celery@alive", last_seen=timezone.now())
+    booted = timezone.now() - settings.WORKER_LOST_AFTER * 10
+    WorkerHeartbeat.objects.create(hostname="celery@alive", last_seen=timezone.now(), booted_at=booted)
     running = _running_on(prediction, worker, settings.WORKER_LOST_AFTER * 3)
     assert not running.is_stale
     assert not Prediction.objects.stale().exists()
@@ -56,3 +57,12 @@ def test_a_run_on_a_live_worker_or_an_unnamed_one_is_left_alone(prediction, sett
 def test_a_run_just_started_is_not_judged_before_its_worker_could_beat(prediction):
     running = _running_on(prediction, "celery@new", timedelta(seconds=1))
     assert not running.is_stale
+
+
+def test_a_worker_restarted_under_the_same_name_does_not_keep_the_lost_run_alive(prediction, settings):
+    """`make run` names its one worker celery@<host> every time: a fresh boot is a different run."""
+    lost = settings.WORKER_LOST_AFTER
+    running = _running_on(prediction, "celery@same", lost + timedelta(seconds=5))
+    WorkerHeartbeat.objects.create(hostname="celery@same", last_seen=timezone.now(), booted_at=timezone.now())
+    assert running.is_stale
+    assert list(Prediction.objects.stale()) == [running]

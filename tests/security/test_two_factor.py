@@ -227,3 +227,23 @@ def test_a_second_factor_is_required_by_default_in_production_only(tmp_path, env
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+def test_a_key_seen_in_another_session_is_never_the_one_confirmed(client, admin_user, settings):
+    """Someone with the password who opened the enrolment page once must not hold the final key."""
+    from django.test import Client
+
+    settings.STAFF_OTP_REQUIRED = True
+    intruder = Client()
+    intruder.force_login(admin_user)
+    intruder.get(reverse("twofactor:enrol"))
+    seen_key = TOTPDevice.objects.get(user=admin_user).bin_key
+
+    client.force_login(admin_user)
+    client.get(reverse("twofactor:enrol"))
+    device = TOTPDevice.objects.get(user=admin_user)
+    assert device.bin_key != seen_key
+    response = client.post(reverse("twofactor:enrol"), {"code": f"{totp(device.bin_key):06d}"})
+    assert response.status_code == 302
+    assert list(TOTPDevice.objects.filter(user=admin_user).values_list("confirmed", flat=True)) == [True]
+    assert TOTPDevice.objects.get(user=admin_user).bin_key != seen_key
