@@ -218,14 +218,15 @@ def scan_upload(
     Every file is checked by content before anything is written; the scan, its slices and a
     queued prediction are committed together, and the task is sent only after the commit.
     """
-    checked = _checked_uploads(files)
+    # The study's own fields first: a wrong date is told before minutes of decoding, not after.
+    scan = Scan(patient=patient, study_date=study_date or date.today(), note=note or "")
+    scan.uploaded_by = uploaded_by
+    scan.full_clean(exclude=["patient", "uploaded_by"])
     version = active_version()
+    checked = _checked_uploads(files)
     stored: list[str] = []
     try:
         with transaction.atomic():
-            scan = Scan(patient=patient, study_date=study_date or date.today(), note=note or "")
-            scan.uploaded_by = uploaded_by
-            scan.full_clean(exclude=["patient", "uploaded_by"])
             scan.save()
             Slice.objects.bulk_create(
                 [_slice_store(scan, position, item, stored) for position, item in enumerate(checked)]
