@@ -19,20 +19,6 @@ from django.utils.html import format_html
 from . import trail
 from .models import AuditEntry
 
-CSV_COLUMNS = [
-    "id",
-    "at",
-    "username",
-    "client_address",
-    "channel",
-    "action",
-    "object_type",
-    "object_id",
-    "patient_id",
-    "outcome",
-    "changes",
-    "detail",
-]
 # A password is never written into the trail, only that it changed.
 SECRET_CHANGED = {"password": ["(hidden)", "(changed)"]}
 
@@ -144,7 +130,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export selected entries as CSV", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[AuditEntry]) -> StreamingHttpResponse:
-        rows = queryset.order_by("at", "id").values_list(*CSV_COLUMNS).iterator()
+        rows = queryset.order_by("at", "id").values_list(*AuditEntry.EXPORTED_FIELDS).iterator()
         writer = csv.writer(_Echo())
         response = StreamingHttpResponse(
             (writer.writerow(row) for row in _with_header(rows)), content_type="text/csv; charset=utf-8"
@@ -160,7 +146,7 @@ def patient_log_url(patient_id: int) -> str:
 
 
 def _with_header(rows: Any) -> Any:
-    yield CSV_COLUMNS
+    yield AuditEntry.EXPORTED_FIELDS
     for row in rows:
         yield [_csv_cell(value) for value in row]
 

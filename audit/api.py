@@ -13,21 +13,7 @@ from .models import AuditEntry
 class AuditEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEntry
-        fields = [
-            "id",
-            "at",
-            "user",
-            "username",
-            "client_address",
-            "channel",
-            "action",
-            "object_type",
-            "object_id",
-            "patient_id",
-            "outcome",
-            "changes",
-            "detail",
-        ]
+        fields = AuditEntry.EXPORTED_FIELDS
 
 
 class AuditEntryFilter(django_filters.FilterSet):

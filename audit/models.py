@@ -71,6 +71,23 @@ class AuditEntry(models.Model):
 
     objects = AuditEntryQuerySet.as_manager()
 
+    # What an entry says, in this order, wherever entries leave the portal (CSV export, API).
+    EXPORTED_FIELDS = (
+        "id",
+        "at",
+        "user",
+        "username",
+        "client_address",
+        "channel",
+        "action",
+        "object_type",
+        "object_id",
+        "patient_id",
+        "outcome",
+        "changes",
+        "detail",
+    )
+
     class Meta:
         ordering = ["-at", "-id"]
         verbose_name_plural = "audit entries"

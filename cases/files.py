@@ -4,7 +4,6 @@ recorded at upload is refused (409) and the mismatch recorded instead."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 from django.core.files.storage import default_storage
@@ -15,6 +14,7 @@ from core.http import error_response
 from inference.preprocessing import ACCEPTED_FORMATS
 
 from .models import Slice, SliceResult
+from .services.storage import slice_intact
 
 _EXTENSIONS = dict(ACCEPTED_FORMATS.values())  # content type -> extension
 
@@ -28,15 +28,7 @@ def slice_image_response(item: Slice) -> FileResponse | JsonResponse:
     extension = _EXTENSIONS.get(item.content_type, "jpg")
     # Slices are at most UPLOAD_MAX_FILE_BYTES: hashing them in memory before serving is cheap.
     content = _file_bytes(item.image.name)
-    found = hashlib.sha256(content).hexdigest()
-    if found != item.sha256:
-        trail.record_object(
-            trail.Action.INTEGRITY,
-            item,
-            outcome=trail.Outcome.FAILED,
-            detail=f"Not served: stored file's SHA-256 {found[:12]}… differs from {item.sha256[:12]}… "
-            "recorded at upload",
-        )
+    if not slice_intact(item, content, use="served"):
         return error_response(TAMPERED_MESSAGE, status=409)
     trail.read(item)
     return _private_response(io.BytesIO(content), item.content_type, f"slice-{item.pk}.{extension}")

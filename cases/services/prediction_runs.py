@@ -8,7 +8,6 @@ that was claimed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -23,13 +22,12 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from audit import trail
 from inference.preprocessing import ImageDecodeError, inspect, named_probabilities, preprocess
 from inference.services import model_version_predictor
 from inference.study import StudyResult, study_result
 
 from ..models import Prediction, Slice, SliceResult
-from .storage import file_save, files_delete
+from .storage import file_save, files_delete, slice_intact
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +157,8 @@ def _inputs(slices: Sequence[Slice], predictor: Any) -> tuple[dict[int, str], di
 
 def _slice_verify(item: Slice, content: bytes) -> None:
     """The bytes read must be the bytes uploaded: a changed file is never classified."""
-    found = hashlib.sha256(content).hexdigest()
-    if found == item.sha256:
+    if slice_intact(item, content, use="classified"):
         return
-    trail.record_object(
-        trail.Action.INTEGRITY,
-        item,
-        outcome=trail.Outcome.FAILED,
-        detail=f"Not classified: stored file's SHA-256 {found[:12]}… differs from {item.sha256[:12]}… "
-        "recorded at upload",
-    )
     raise PermanentFailure(
         f"Slice {item.position + 1} ({item.original_name}) no longer matches the checksum recorded at "
         "upload: its stored file has changed, so the scan was not classified. An administrator has been "

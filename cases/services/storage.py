@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
+
+from audit import trail
+
+from ..models import Slice
 
 
 def file_save(folder: str, extension: str, content: bytes) -> str:
@@ -19,3 +24,19 @@ def file_save(folder: str, extension: str, content: bytes) -> str:
 def files_delete(names: Iterable[str]) -> None:
     for name in names:
         default_storage.delete(name)
+
+
+def slice_intact(item: Slice, content: bytes, *, use: str) -> bool:
+    """Whether bytes read from a slice's file are those stored at upload; a mismatch is recorded
+    in the audit trail (`use`: what was refused, "served" or "classified")."""
+    found = hashlib.sha256(content).hexdigest()
+    if found == item.sha256:
+        return True
+    trail.record_object(
+        trail.Action.INTEGRITY,
+        item,
+        outcome=trail.Outcome.FAILED,
+        detail=f"Not {use}: stored file's SHA-256 {found[:12]}… differs from "
+        f"{item.sha256[:12]}… recorded at upload",
+    )
+    return False
