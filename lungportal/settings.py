@@ -191,6 +191,9 @@ UPLOAD_MAX_FILE_BYTES = envint("UPLOAD_MAX_FILE_BYTES", 20 * 1024 * 1024, minimu
 UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", 40_000_000, minimum=1)
 UPLOAD_MAX_SIDE = envint("UPLOAD_MAX_SIDE", 8192, minimum=1)
 UPLOAD_MIN_SIDE = envint("UPLOAD_MIN_SIDE", 64, minimum=1)
+# Pixels per study in all: decoding is the costly part of a check, so one request may not ask for
+# more than this (300 slices of 1024×1024 by default; a CT slice is usually 512×512).
+UPLOAD_MAX_STUDY_PIXELS = envint("UPLOAD_MAX_STUDY_PIXELS", 300 * 1024 * 1024, minimum=1)
 # A body declaring more than this is answered 413 before a byte of it is read: room for a full
 # upload (files, their multipart headers, the form's fields), but never more than 1 GiB.
 UPLOAD_MAX_REQUEST_BYTES = envint(

@@ -187,17 +187,37 @@ def _checked_uploads(files: Sequence[IO[bytes]]) -> list[CheckedSlice]:
         raise UploadError(
             {"files": [f"{len(files)} files were sent; at most {settings.UPLOAD_MAX_FILES} per scan."]}
         )
-    checked, problems = [], []
+    checked: list[CheckedSlice] = []
+    problems: list[str] = []
+    pixels = 0
     for upload in files:
         name = display_name(getattr(upload, "name", ""))
+        if pixels > settings.UPLOAD_MAX_STUDY_PIXELS:  # stop decoding: the study is too large already
+            problems.append(
+                f"{name}: not checked, the study passed {_megapixels(settings.UPLOAD_MAX_STUDY_PIXELS)}"
+            )
+            continue
         try:
-            checked.append(slice_check(upload, name=name))
+            item = slice_check(upload, name=name)
         except ImageDecodeError as exc:
             problems.append(f"{name}: {exc}")
+            continue
+        checked.append(item)
+        pixels += item.width * item.height
+    if pixels > settings.UPLOAD_MAX_STUDY_PIXELS:
+        problems.insert(
+            0,
+            f"The study's images hold more than {_megapixels(settings.UPLOAD_MAX_STUDY_PIXELS)} in all; "
+            "send it in parts, or at the scanner's resolution.",
+        )
     if problems:
         _close(checked)
         raise UploadError({"files": problems})
     return checked
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1_000_000:g} megapixels"
 
 
 def _close(checked: Sequence[CheckedSlice]) -> None:
