@@ -58,6 +58,8 @@ def model_version_register(
     sha = version_sha256(hashes)
     version_name = name or card.get("name") or f"model-{sha[:12]}"
     try:
+        # Created and activated in one transaction: no other process may see a version that
+        # exists but is not yet active, and find no active version at all (`model_version_active`).
         with transaction.atomic():
             version, created = ModelVersion.objects.get_or_create(
                 sha256=sha,
@@ -68,6 +70,8 @@ def model_version_register(
                     "metrics": card.get("metrics") or {},
                 },
             )
+            if activate and not version.is_active:
+                model_version_activate(version=version)
     except IntegrityError:
         # A concurrent register of the same weights won the race; or the name is taken.
         existing = ModelVersion.objects.filter(sha256=sha).first()
