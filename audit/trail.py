@@ -65,7 +65,16 @@ def record(
 ) -> AuditEntry:
     """Write one entry now: call it inside the transaction of the change it records."""
     entry = _entry(
-        action, object_type, object_id, patient_id, outcome, changes, detail, user, username, request
+        action,
+        user=user,
+        username=username,
+        request=request,
+        changes=changes,
+        detail=detail,
+        object_type=object_type,
+        object_id=object_id,
+        patient_id=patient_id,
+        outcome=outcome,
     )
     entry.save()
     return entry
@@ -141,16 +150,16 @@ def _subject(obj: Model, object_type: str = "") -> dict[str, Any]:
 
 def _entry(
     action: str,
-    object_type: str = "",
-    object_id: int | None = None,
-    patient_id: int | None = None,
-    outcome: str = Outcome.OK,
-    changes: Mapping[str, Any] | None = None,
-    detail: str = "",
+    *,
     user: AbstractBaseUser | AnonymousUser | None = None,
     username: str = "",
     request: HttpRequest | None = None,
+    changes: Mapping[str, Any] | None = None,
+    detail: str = "",
+    **fields: Any,
 ) -> AuditEntry:
+    """An unsaved entry: who and from where (the request being served, unless given), what, and
+    the model fields in `fields` (object_type, object_id, patient_id, outcome) as they are."""
     trail = _current.get()
     request = request or (trail.request if trail else None)
     if user is None and request is not None:
@@ -162,12 +171,9 @@ def _entry(
         client_address=client_address(request) if request is not None else None,
         channel=channel_of(request),
         action=action,
-        object_type=object_type,
-        object_id=object_id,
-        patient_id=patient_id,
-        outcome=outcome,
         changes=dict(changes or {}),
         detail=detail[:500],
+        **fields,
     )
 
 

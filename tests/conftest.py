@@ -37,8 +37,8 @@ def private_media(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def fresh_login_limits():
-    """Login limits per address count in the shared cache: no test inherits another's attempts."""
+def fresh_cache():
+    """Login limits and API throttles count in the shared cache: no test inherits another's attempts."""
     cache.clear()
 
 
