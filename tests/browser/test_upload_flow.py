@@ -1,44 +1,13 @@
 """End to end in headless Chromium: login → new patient → upload → result shown → logout,
 against a live server and a real Celery worker."""
 
-import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
 from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-
-
-@pytest.fixture
-def page(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # playwright's loop beside the ORM
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        context = browser.new_context()
-        context.set_default_timeout(30_000)
-        yield context.new_page()
-        browser.close()
-
 
 def test_clinician_classifies_a_slice_in_the_browser(page, live_server, worker, alice, tmp_path, dataset_dir):
     slice_path = dataset_dir / "malignant" / "Malignant case (1).jpg"
