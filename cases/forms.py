@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 
 from inference.preprocessing import ACCEPTED_FORMATS, ACCEPTED_FORMATS_TEXT
 
-from .models import Patient, Review, Scan
+from .models import LABEL_CHOICES, Patient, Review, Scan
 from .selectors import teams_for
 
 
@@ -69,29 +69,60 @@ class ScanUploadForm(forms.ModelForm):
         self.fields["study_date"].required = False  # the service uses today when it is left empty
 
 
-class ReviewForm(forms.ModelForm):
-    # Offered from this prediction's current reviews only; the service checks again on save.
-    supersedes = forms.TypedChoiceField(
-        required=False, coerce=int, empty_value=None, label="This review", choices=[("", "is a new review")]
-    )
+class ReadingForm(forms.Form):
+    """A clinician's signed reading of an AI result: the label they read (nothing chosen at first),
+    a comment, and, when amending, the signed reading it replaces. Agree or correct follows from
+    the label, so a reading can never say "agree" while meaning something else."""
 
-    class Meta:
-        model = Review
-        fields = ["verdict", "label", "comment"]
-        widgets = {"verdict": forms.RadioSelect, "comment": forms.Textarea(attrs={"rows": 2})}
+    label = forms.ChoiceField(
+        choices=LABEL_CHOICES,
+        widget=forms.RadioSelect,
+        label="Your reading",
+        error_messages={"required": "Choose the label you read: normal, benign or malignant."},
+    )
+    comment = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}), label="Comment"
+    )
+    # Offered from this prediction's current readings only; the service checks again on save.
+    supersedes = forms.TypedChoiceField(
+        required=False, coerce=int, empty_value=None, label="Amends", choices=[("", "nothing: a new reading")]
+    )
 
     def __init__(self, *args: Any, correctable: Sequence[Review] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         supersedes = cast(forms.TypedChoiceField, self.fields["supersedes"])
         if correctable:
             supersedes.choices = [
-                ("", "is a new review"),
+                ("", "nothing: a new reading"),
                 *(
-                    (r.pk, f"corrects review {r.pk} by {r.reviewer} ({r.get_label_display()})")
+                    (
+                        r.pk,
+                        f"the reading by {r.reviewer} ({r.get_label_display()}, {r.created_at:%Y-%m-%d %H:%M})",
+                    )
                     for r in correctable
                 ),
             ]
         else:
             supersedes.widget = forms.HiddenInput()
-        self.fields["label"].required = False
-        self.fields["label"].help_text = "Only when you disagree: the label you read."
+
+
+class CompareForm(forms.Form):
+    """Two different studies of one patient, chosen from that patient's studies."""
+
+    a = forms.TypedChoiceField(coerce=int, label="Study")
+    b = forms.TypedChoiceField(coerce=int, label="compared with")
+
+    def __init__(self, *args: Any, studies: Sequence[Scan], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.studies = {scan.pk: scan for scan in studies}
+        choices = [(scan.pk, f"{scan.study_date} ({len(scan.slices.all())} slices)") for scan in studies]
+        for name in ("a", "b"):
+            cast(forms.TypedChoiceField, self.fields[name]).choices = choices
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "a" in data and "b" in data:
+            if data["a"] == data["b"]:
+                raise forms.ValidationError("Choose two different studies to compare.")
+            data["a"], data["b"] = self.studies[data["a"]], self.studies[data["b"]]
+        return data

@@ -157,30 +157,33 @@ class HistoryEntry:
     review: Review | None = None
 
 
-def patient_history(user: Viewer, patient: Patient) -> list[HistoryEntry]:
-    """Scans, predictions and reviews of one patient, newest first."""
+def patient_studies(user: Viewer, patient: Patient) -> list[Scan]:
+    """A patient's studies, the latest study date first, each with its slices, predictions and
+    readings prefetched (three queries beside the scans')."""
     predictions = Prediction.objects.select_related("model_version").prefetch_related(_reviews())
-    scans = (
+    return list(
         scans_for(user)
         .filter(patient=patient)
         .prefetch_related("slices", Prefetch("predictions", queryset=predictions))
+        .order_by("-study_date", "-created_at", "-id")
     )
+
+
+def patient_history(user: Viewer, patient: Patient) -> list[HistoryEntry]:
+    """Scans, predictions and reviews of one patient, by study (the latest study date first);
+    under each study its predictions and their reviews, newest first."""
+    order = {"scan": 0, "prediction": 1, "review": 2}
     entries: list[HistoryEntry] = []
-    for scan in scans:
-        entries.append(HistoryEntry(at=scan.created_at, kind="scan", scan=scan))
+    for scan in patient_studies(user, patient):
+        events = [HistoryEntry(at=scan.created_at, kind="scan", scan=scan)]
         for prediction in scan.predictions.all():
-            entries.append(
+            events.append(
                 HistoryEntry(at=prediction.created_at, kind="prediction", scan=scan, prediction=prediction)
             )
-            entries.extend(
+            events.extend(
                 HistoryEntry(at=r.created_at, kind="review", scan=scan, prediction=prediction, review=r)
                 for r in prediction.reviews.all()
             )
-    # Things made in the same moment read scan, prediction, review from the bottom up.
-    order = {"scan": 0, "prediction": 1, "review": 2}
-    entries.sort(key=lambda e: (e.at, order[e.kind]), reverse=True)
+        # Things made in the same moment read scan, prediction, review from the bottom up.
+        entries.extend(sorted(events, key=lambda e: (e.at, order[e.kind]), reverse=True))
     return entries
-
-
-def dashboard_predictions(user: Viewer) -> QuerySet[Prediction]:
-    return predictions_for(user).prefetch_related("scan__slices").order_by("-created_at", "-id")

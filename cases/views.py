@@ -25,12 +25,17 @@ from inference.services import model_version_active
 from . import selectors, services
 from .agreement import agreement_by_model_version
 from .files import heatmap_response, slice_image_response, slice_thumbnail_response
-from .forms import PatientForm, ReviewForm, ScanUploadForm
+from .forms import CompareForm, PatientForm, ReadingForm, ScanUploadForm
 from .http import wants_json
-from .models import Prediction
+from .models import Prediction, Scan, SliceResult
 from .urls_converters import ID_REGEX
+from .viewer import viewer_data
+from .worklist import WorklistFilter, worklist
 
 PAGE_SIZE = 25
+REPORT_KEY_SLICES = 4
+COMPARE_KEY_SLICES = 2
+HISTORY_THUMBNAILS = 8
 
 
 def _page(request: HttpRequest, items: Sequence[Any] | QuerySet[Any]) -> Page[Any]:
@@ -51,18 +56,24 @@ def _act(request: HttpRequest, target: Any, action: Callable[[], object], succes
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    predictions = selectors.dashboard_predictions(request.user)
-    trail.read_list("worklist")
+    """The worklist: studies to read, unread first, the most suspicious on top."""
+    filters = WorklistFilter(request.GET or None, queryset=worklist(request.user), request=request)
+    refused = filters.is_bound and not filters.is_valid()
+    scans = filters.queryset.none() if refused else filters.qs
+    trail.read_list("worklist", detail="filtered" if filters.is_bound else "")
     context = {
-        "page": _page(request, predictions),
-        "failed": predictions.filter(status=Prediction.Status.FAILED)[:10],
-        "in_progress": predictions.filter(status__in=[Prediction.Status.QUEUED, Prediction.Status.RUNNING])[
-            :10
-        ],
+        "filters": filters,
+        "page": _page(request, scans),
         "teams": selectors.teams_for(request.user),
-        "aggregation_rule": Prediction.AGGREGATION_RULE,
+        "query": _query_without_page(request),
     }
-    return render(request, "cases/dashboard.html", context)
+    return render(request, "cases/dashboard.html", context, status=400 if refused else 200)
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
 
 
 @login_required
@@ -76,7 +87,13 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "cases/patient_list.html",
-        {"page": _page(request, patients), "q": query, "label": label, "labels": CLASS_NAMES},
+        {
+            "page": _page(request, patients),
+            "q": query,
+            "label": label,
+            "labels": CLASS_NAMES,
+            "query": _query_without_page(request),
+        },
     )
 
 
@@ -116,13 +133,53 @@ def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(request.user, pk)
-    history = selectors.patient_history(request.user, patient)
+    studies = selectors.patient_studies(request.user, patient)
     trail.read(patient, object_type="history")
     return render(
         request,
         "cases/patient_detail.html",
-        {"patient": patient, "history": history, "aggregation_rule": Prediction.AGGREGATION_RULE},
+        {
+            "patient": patient,
+            "studies": [_study_summary(scan) for scan in studies],
+            "aggregation_rule": Prediction.AGGREGATION_RULE,
+        },
     )
+
+
+def _study_summary(scan: Scan) -> dict[str, Any]:
+    slices = list(scan.slices.all())
+    return {
+        "scan": scan,
+        "thumbnails": slices[:HISTORY_THUMBNAILS],
+        "more": max(0, len(slices) - HISTORY_THUMBNAILS),
+        "next_position": HISTORY_THUMBNAILS + 1,
+    }
+
+
+@login_required
+@require_GET
+def patient_compare(request: HttpRequest, pk: int) -> HttpResponse:
+    """Two studies of one patient side by side (?a=<scan id>&b=<scan id>)."""
+    patient = selectors.patient_get(request.user, pk)
+    form = CompareForm(request.GET, studies=selectors.patient_studies(request.user, patient))
+    if not form.is_valid():
+        messages.error(request, " ".join(str(m) for errors in form.errors.values() for m in errors))
+        return redirect(patient)
+    columns = []
+    for scan in (form.cleaned_data["a"], form.cleaned_data["b"]):
+        trail.read(scan)
+        prediction = _prediction_to_read(list(scan.predictions.all()))
+        key = _key_slices(scan, prediction, COMPARE_KEY_SLICES)
+        columns.append({"scan": scan, "prediction": prediction, "key_slices": key})
+    return render(request, "cases/patient_compare.html", {"patient": patient, "columns": columns})
+
+
+def _key_slices(scan: Scan, prediction: Prediction | None, count: int) -> list[SliceResult]:
+    """The prediction's most suspicious slice results (heatmaps included)."""
+    if prediction is None:
+        return []
+    results = SliceResult.objects.filter(prediction=prediction, assessable=True, p_malignant__isnull=False)
+    return list(results.select_related("slice").order_by("-p_malignant", "slice_id")[:count])
 
 
 @login_required
@@ -176,9 +233,11 @@ def _form_error_response(form: ScanUploadForm) -> JsonResponse:
 @login_required
 @require_GET
 def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The reading room: the slices in the viewer, beside the AI result and the sign-off."""
     scan = selectors.scan_get(request.user, pk)
     trail.read(scan)
     predictions = list(scan.predictions.all())
+    prediction = _prediction_to_read(predictions)
     try:
         active = model_version_active()
     except ModelVersion.DoesNotExist:  # an admin switched every version off: nothing to apply
@@ -186,12 +245,38 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "scan": scan,
         "patient": scan.patient,
-        "predictions": predictions,
+        "prediction": prediction,
+        "others": [p for p in predictions if p is not prediction],
+        "reading_form": _reading_form(prediction, request.user) if prediction else None,
+        "viewer": viewer_data(scan, prediction),
         "active_version": active,
         "can_apply_active": active is not None and all(p.model_version_id != active.pk for p in predictions),
         "aggregation_rule": Prediction.AGGREGATION_RULE,
     }
     return render(request, "cases/scan_detail.html", context)
+
+
+def _prediction_to_read(predictions: list[Prediction]) -> Prediction | None:
+    """The newest succeeded prediction (what a clinician signs), else the newest of any state."""
+    succeeded = [p for p in predictions if p.status == Prediction.Status.SUCCEEDED]
+    return (succeeded or predictions or [None])[0]
+
+
+@login_required
+@require_GET
+def scan_report(request: HttpRequest, pk: int) -> HttpResponse:
+    """A printable case report: patient, study, key slices, the AI result and the signed reading."""
+    scan = selectors.scan_get(request.user, pk)
+    trail.read(scan, object_type="report")
+    prediction = _prediction_to_read(list(scan.predictions.all()))
+    context = {
+        "scan": scan,
+        "patient": scan.patient,
+        "prediction": prediction,
+        "key_slices": _key_slices(scan, prediction, REPORT_KEY_SLICES),
+        "aggregation_rule": Prediction.AGGREGATION_RULE,
+    }
+    return render(request, "cases/scan_report.html", context)
 
 
 @login_required
@@ -219,35 +304,43 @@ def prediction_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "scan": prediction.scan,
             "patient": prediction.scan.patient,
             "aggregation_rule": Prediction.AGGREGATION_RULE,
-            "review_form": _review_form(prediction, request.user),
+            "reading_form": _reading_form(prediction, request.user),
         },
     )
 
 
-def _review_form(prediction: Prediction, user: selectors.Viewer, data: Any = None) -> ReviewForm:
-    """The review form, offering to correct the prediction's current reviews (your own first)."""
+def _reading_form(prediction: Prediction, user: selectors.Viewer, data: Any = None) -> ReadingForm:
+    """The sign-off form, offering to amend the prediction's current readings (your own first)."""
     current = sorted(
         (r for r in prediction.reviews.all() if r.is_current), key=lambda r: r.reviewer_id != user.pk
     )
     own = next((r.pk for r in current if r.reviewer_id == user.pk), None)
-    return ReviewForm(data, correctable=current, initial={"supersedes": own})
+    return ReadingForm(data, correctable=current, initial={"supersedes": own})
 
 
 @login_required
 @require_POST
 def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Sign a reading of the prediction (or amend one); back to the scan's reading room."""
     prediction = selectors.prediction_get(request.user, pk)
-    form = _review_form(prediction, request.user, request.POST)
+    target = prediction.scan.get_absolute_url() + "#reading"
+    form = _reading_form(prediction, request.user, request.POST)
     if not form.is_valid():
         messages.error(request, " ".join(str(m) for errors in form.errors.values() for m in errors))
-        return redirect(prediction)
+        return redirect(target)
+    label = form.cleaned_data["label"]
     return _act(
         request,
-        prediction,
+        target,
         lambda: services.review_submit(
-            prediction=prediction, reviewer=selectors.signed_in(request.user), **form.cleaned_data
+            prediction=prediction,
+            reviewer=selectors.signed_in(request.user),
+            verdict=services.verdict_for(prediction, label),
+            label=label,
+            comment=form.cleaned_data["comment"],
+            supersedes=form.cleaned_data["supersedes"],
         ),
-        "Your review is recorded.",
+        "Your reading is signed.",
     )
 
 

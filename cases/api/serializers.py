@@ -344,3 +344,50 @@ class HistoryEntrySerializer(serializers.Serializer):
     @extend_schema_field(ReviewSerializer(allow_null=True))
     def get_review(self, entry: Any) -> dict[str, Any] | None:
         return None if entry.review is None else ReviewSerializer(entry.review, context=self.context).data
+
+
+class WorklistItemSerializer(serializers.Serializer):
+    """One study on the worklist: who, when, what the AI said and whether a clinician has read it."""
+
+    scan = serializers.IntegerField(source="pk")
+    url = serializers.SerializerMethodField()
+    report_url = serializers.SerializerMethodField()
+    patient = serializers.SerializerMethodField()
+    team = serializers.CharField(source="patient.team.name")
+    study_date = serializers.DateField()
+    slices = serializers.IntegerField(source="slice_count")
+    prediction = serializers.IntegerField(source="prediction_id", allow_null=True)
+    prediction_url = serializers.SerializerMethodField()
+    state = serializers.ChoiceField(
+        choices=["queued", "running", "succeeded", "not_assessable", "failed"],
+        allow_null=True,
+        help_text="The latest prediction's state; not_assessable: it finished but no slice could be assessed.",
+    )
+    suspicion = serializers.FloatField(allow_null=True, help_text="Calibrated probability of malignancy.")
+    ai_label = serializers.CharField(allow_null=True)
+    finding = serializers.CharField(allow_null=True)
+    not_assessable_slices = serializers.IntegerField(allow_null=True)
+    reading = serializers.ChoiceField(choices=["unread", "final", "amended"])
+    read_label = serializers.CharField(allow_null=True, help_text="The signed reading's label.")
+    read_by = serializers.CharField(allow_null=True)
+    read_at = serializers.DateTimeField(allow_null=True)
+
+    def get_url(self, obj: Scan) -> str:
+        return _absolute(self.context, "scan-detail", obj.pk)
+
+    def get_report_url(self, obj: Scan) -> str:
+        url = reverse("cases:scan_report", args=[obj.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request else url
+
+    def get_prediction_url(self, obj: Any) -> str | None:
+        return _absolute(self.context, "prediction-detail", obj.prediction_id) if obj.prediction_id else None
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {"id": {"type": "integer"}, "mrn": {"type": "string"}, "name": {"type": "string"}},
+        }
+    )
+    def get_patient(self, obj: Scan) -> dict[str, Any]:
+        return {"id": obj.patient_id, "mrn": obj.patient.mrn, "name": obj.patient.name}

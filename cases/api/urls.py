@@ -21,6 +21,7 @@ urlpatterns = [
     path("slices/<id:pk>/file/", views.SliceFileView.as_view(), name="slice-file"),
     path("slices/<id:pk>/thumbnail/", views.SliceThumbnailView.as_view(), name="slice-thumbnail"),
     path("heatmaps/<id:pk>/", views.HeatmapView.as_view(), name="heatmap"),
+    path("worklist/", views.WorklistView.as_view(), name="worklist"),
     path("audit/", AuditEntryList.as_view(), name="audit"),
     path("agreement/", views.AgreementView.as_view(), name="agreement"),
     path("", include(router.urls)),

@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from knox import views as knox_views
-from rest_framework import mixins, permissions, renderers, serializers, status, viewsets
+from rest_framework import generics, mixins, permissions, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -34,6 +34,7 @@ from ..agreement import AI_LABELS, NOT_MALIGNANT, VersionAgreement, agreement_by
 from ..files import heatmap_response, slice_image_response, slice_thumbnail_response
 from ..models import LABEL_CHOICES, Patient
 from ..urls_converters import ID_REGEX
+from ..worklist import WorklistFilter, worklist
 from . import serializers as s
 from .throttles import ScopedRateThrottle
 
@@ -290,6 +291,20 @@ class HeatmapView(_FileView):
     )
     def get(self, request: Request, pk: int) -> FileResponse:
         return heatmap_response(selectors.slice_result_get(request.user, pk))
+
+
+class WorklistView(generics.ListAPIView):
+    """Studies to read: unread first, the most suspicious on top (the clinician's home page)."""
+
+    serializer_class = s.WorklistItemSerializer
+    filterset_class = WorklistFilter
+
+    def get_queryset(self) -> Any:
+        return worklist(self.request.user)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        trail.read_list("worklist", detail="filtered" if request.query_params else "")
+        return super().list(request, *args, **kwargs)
 
 
 # knox signals user_logged_out after revoking: the audit trail records a token revocation.

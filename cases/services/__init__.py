@@ -26,7 +26,7 @@ from .retention import (
     patient_purge_plan,
     patients_to_purge,
 )
-from .reviews import review_submit
+from .reviews import review_submit, verdict_for
 from .uploads import CheckedSlice, UploadError, display_name, scan_upload, slice_check
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "prediction_rerun",
     "predictions_sweep",
     "review_submit",
+    "verdict_for",
     "scan_upload",
     "slice_check",
     "token_issue",

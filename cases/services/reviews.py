@@ -64,6 +64,13 @@ def review_submit(
     return review
 
 
+def verdict_for(prediction: Prediction, label: str) -> str:
+    """Agree when the reading's label is the AI's (or, where the AI said "not malignant", benign
+    or normal); disagree otherwise."""
+    agrees = label == prediction.label if prediction.label else label in NOT_MALIGNANT
+    return Review.Verdict.AGREE if agrees else Review.Verdict.DISAGREE
+
+
 def _correctable(prediction: Prediction, review_id: int | None) -> Review | None:
     """The review a correction supersedes: one of this prediction's, not corrected already."""
     if review_id is None:

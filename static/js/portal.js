@@ -1,4 +1,4 @@
-// Live prediction states and upload progress. No framework: two small behaviours.
+// Live prediction states, upload progress and the report's print button. No framework.
 (function () {
   "use strict";
   var FINAL = { succeeded: true, failed: true };
@@ -68,6 +68,9 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form[data-upload-progress]").forEach(uploadWithProgress);
+    document.querySelectorAll("[data-print]").forEach(function (button) {
+      button.addEventListener("click", function () { window.print(); });
+    });
     window.setTimeout(pollPredictions, 1500);
   });
 })();

@@ -17,7 +17,7 @@ def test_clinician_classifies_a_slice_in_the_browser(page, live_server, worker, 
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("h1:has-text('Dashboard')")
+    page.wait_for_selector("h1:has-text('Worklist')")
 
     page.click("text=New patient")
     page.fill("input[name=mrn]", "E2E-001")

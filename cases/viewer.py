@@ -1,0 +1,60 @@
+"""The slice viewer's data: what the scan page hands the viewer bundle (static/viewer/) as JSON.
+
+Built from objects the scan page has already prefetched (`selectors.scans_detailed`: the scan's
+slices, the prediction's slice results with their slices), so it adds no query per slice.
+
+Each slice says where its pixel values come from (`values`): today the stored 8-bit PNG, whose
+grey values 0-255 are what window/level works on. A later source with Hounsfield units (e.g. a
+16-bit PNG) adds another `encoding` with its `slope` and `intercept` and sets `hounsfield`; the
+viewer maps stored values to display units as `value * slope + intercept` for every encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+
+from .models import Prediction, Scan, SliceResult
+
+# How many "most suspicious" slices the viewer offers to jump to.
+RANKED_SLICES = 5
+
+
+def viewer_data(scan: Scan, prediction: Prediction | None) -> dict[str, Any]:
+    """The viewer's JSON for `scan`, with `prediction`'s per-slice results where given.
+
+    `slices` are in position order, positions 1-based; `ranked` holds the positions of the most
+    suspicious assessable slices, most suspicious first (ties: the earlier slice first)."""
+    results: dict[int, SliceResult] = {}
+    if prediction is not None:
+        results = {result.slice_id: result for result in prediction.slice_results.all()}
+    slices = []
+    for number, item in enumerate(sorted(scan.slices.all(), key=lambda s: s.position), start=1):
+        result = results.get(item.pk)
+        image_url = reverse("cases:slice_image", args=[item.pk])
+        slices.append(
+            {
+                "id": item.pk,
+                "position": number,
+                "image": image_url,
+                "width": item.width,
+                "height": item.height,
+                "values": {"url": image_url, "encoding": "png8", "slope": 1, "intercept": 0},
+                "heatmap": (
+                    reverse("cases:slice_result_heatmap", args=[result.pk])
+                    if result is not None and result.heatmap
+                    else None
+                ),
+                "p_malignant": result.p_malignant if result is not None else None,
+                "assessable": result.assessable if result is not None else None,
+            }
+        )
+    suspicious = [s for s in slices if s["assessable"] and s["p_malignant"] is not None]
+    suspicious.sort(key=lambda s: (-s["p_malignant"], s["position"]))
+    return {
+        "scan": scan.pk,
+        "hounsfield": False,
+        "slices": slices,
+        "ranked": [s["position"] for s in suspicious[:RANKED_SLICES]],
+    }

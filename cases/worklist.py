@@ -1,0 +1,112 @@
+"""The reading worklist: a clinician's studies to read, unread first, the most suspicious on top.
+
+One query for the page or the API: each scan carries its latest prediction's state and suspicion
+and its reading state (unread, final, amended) as annotations, so filters and ordering run in the
+database. The same FilterSet validates the page's and the API's query parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+
+from . import selectors
+from .models import Prediction, Review, Scan
+
+STATES = [
+    ("queued", "Queued"),
+    ("running", "Running"),
+    ("succeeded", "Succeeded"),
+    ("not_assessable", "Not assessable"),
+    ("failed", "Failed"),
+]
+READINGS = [("unread", "Unread"), ("final", "Final"), ("amended", "Amended")]
+
+
+def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
+    """The viewer's scans in reading order: unread before read, then by the latest prediction's
+    suspicion (highest first; failed, pending and unassessable studies after the scored ones),
+    then the newest study first."""
+    latest = Prediction.objects.filter(scan=OuterRef("pk")).order_by("-created_at", "-id")
+    current = Review.objects.filter(prediction__scan=OuterRef("pk"), superseded_by__isnull=True)
+    signed = current.order_by("-created_at", "-id")
+    return (
+        selectors.scans_for(user)
+        .annotate(
+            prediction_id=Subquery(latest.values("id")[:1]),
+            prediction_status=Subquery(latest.values("status")[:1]),
+            suspicion=Subquery(latest.values("suspicion")[:1]),
+            ai_label=Subquery(latest.values("label")[:1]),
+            finding=Subquery(latest.values("finding")[:1]),
+            not_assessable_slices=Subquery(latest.values("not_assessable_slices")[:1]),
+            slice_count=Count("slices", distinct=True),
+            reading=Case(
+                When(Exists(current.filter(supersedes__isnull=False)), then=Value("amended")),
+                When(Exists(current), then=Value("final")),
+                default=Value("unread"),
+            ),
+            read_label=Subquery(signed.values("label")[:1]),
+            read_by=Subquery(signed.values("reviewer__username")[:1]),
+            read_at=Subquery(signed.values("created_at")[:1]),
+        )
+        .annotate(
+            state=Case(
+                When(prediction_status="succeeded", suspicion__isnull=True, then=Value("not_assessable")),
+                default=F("prediction_status"),
+            ),
+            unread_first=Case(
+                When(reading="unread", then=Value(0)), default=Value(1), output_field=IntegerField()
+            ),
+        )
+        .order_by("unread_first", F("suspicion").desc(nulls_last=True), "-study_date", "-id")
+    )
+
+
+class WorklistFilter(django_filters.FilterSet):
+    """Filters of the worklist page and of GET /api/v1/worklist/."""
+
+    state = django_filters.ChoiceFilter(choices=STATES, label="Status", empty_label="Any status")
+    reading = django_filters.ChoiceFilter(choices=READINGS, label="Reading", empty_label="Any reading")
+    team = django_filters.ModelChoiceFilter(
+        field_name="patient__team",
+        queryset=lambda request: selectors.teams_for(request.user),
+        label="Care team",
+        empty_label="All my teams",
+    )
+    study_from = django_filters.DateFilter(field_name="study_date", lookup_expr="gte", label="Study from")
+    study_to = django_filters.DateFilter(field_name="study_date", lookup_expr="lte", label="Study to")
+    q = django_filters.CharFilter(
+        method="search", label="Patient", help_text="MRN or name contains this text."
+    )
+
+    class Meta:
+        model = Scan
+        fields: list[str] = []
+
+    def search(self, queryset: QuerySet[Scan], name: str, value: str) -> QuerySet[Scan]:
+        value = value.replace("\x00", "")[:100]
+        return queryset.filter(Q(patient__mrn__icontains=value) | Q(patient__name__icontains=value))
+
+
+def pending_count(scans: QuerySet[Scan]) -> dict[str, Any]:
+    """How many studies wait to be read, and how many of those failed or could not be assessed."""
+    return scans.aggregate(
+        unread=Count("pk", filter=Q(reading="unread")),
+        attention=Coalesce(
+            Count("pk", filter=Q(reading="unread", state__in=["failed", "not_assessable"])), 0
+        ),
+    )
