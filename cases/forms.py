@@ -95,10 +95,7 @@ class ReadingForm(forms.Form):
             supersedes.choices = [
                 ("", "nothing: a new reading"),
                 *(
-                    (
-                        r.pk,
-                        f"the reading by {r.reviewer} ({r.get_label_display()}, {r.created_at:%Y-%m-%d %H:%M})",
-                    )
+                    (r.pk, f"the reading by {r.reviewer} ({r.get_label_display()}, {r.created_at:%Y-%m-%d})")
                     for r in correctable
                 ),
             ]

@@ -259,7 +259,7 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def _prediction_to_read(predictions: list[Prediction]) -> Prediction | None:
     """The newest succeeded prediction (what a clinician signs), else the newest of any state."""
     succeeded = [p for p in predictions if p.status == Prediction.Status.SUCCEEDED]
-    return (succeeded or predictions or [None])[0]
+    return next(iter(succeeded or predictions), None)
 
 
 @login_required

@@ -159,6 +159,7 @@ OTP_TOTP_THROTTLE_FACTOR = 1  # waits of 1, 2, 4, 8 ... s after successive wrong
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # admins may delete a lost device, never read its secret key
 
 LANGUAGE_CODE = "en-gb"
+FORMAT_MODULE_PATH = ["lungportal.formats"]  # ISO dates on every page (lungportal/formats)
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
@@ -353,7 +354,9 @@ CONTENT_SECURITY_POLICY = {
         "default-src": [SELF],
         "script-src": [SELF],
         "style-src": [SELF],
-        "img-src": [SELF, "data:"],
+        # blob: for the slice viewer's tool cursors (Cornerstone3D draws them as SVG blobs the
+        # page itself creates; static/viewer/); no other origin.
+        "img-src": [SELF, "data:", "blob:"],
         "font-src": [SELF],
         "connect-src": [SELF],
         "object-src": [NONE],
@@ -381,6 +384,8 @@ if PRODUCTION:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # Time and level on every line: `make run` keeps the worker's and the web server's in log files.
+    "formatters": {"timed": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "timed"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }

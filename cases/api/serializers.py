@@ -361,7 +361,7 @@ class WorklistItemSerializer(serializers.Serializer):
     state = serializers.ChoiceField(
         choices=["queued", "running", "succeeded", "not_assessable", "failed"],
         allow_null=True,
-        help_text="The latest prediction's state; not_assessable: it finished but no slice could be assessed.",
+        help_text="The latest prediction's state (not_assessable: finished, but no slice could be assessed).",
     )
     suspicion = serializers.FloatField(allow_null=True, help_text="Calibrated probability of malignancy.")
     ai_label = serializers.CharField(allow_null=True)
