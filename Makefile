@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 export LUNGPORTAL_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install setup run worker test lint clean
+.PHONY: install setup run worker test lint clean viewer
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,15 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 install: $(BIN)/.installed
 
+# Migrations (quiet) and the demo account (its password is printed once, when it is made).
 setup: install
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py demo_account
+	@$(BIN)/python manage.py migrate --noinput --verbosity 0
+	@$(BIN)/python manage.py demo_account
 
-run: setup
-	PORT=$(PORT) HOST=$(HOST) bin/run
+# bin/run migrates and makes the demo account itself, its output in $(LUNGPORTAL_DATA_DIR)/log/,
+# and ends with the address and the demo login once the web server and the worker are ready.
+run: install
+	@PORT=$(PORT) HOST=$(HOST) bin/run
 
 worker: install
 	$(BIN)/celery -A lungportal worker -Q inference,default -c 1 --loglevel=INFO
@@ -36,3 +39,7 @@ lint: install
 
 clean:
 	rm -rf var/test
+
+# The slice viewer's bundle (static/viewer/, committed): only when viewer/ changes; needs Node 20.
+viewer:
+	cd viewer && npm ci && npm run build

@@ -29,9 +29,12 @@ def viewer_data(scan: Scan, prediction: Prediction | None) -> dict[str, Any]:
     results: dict[int, SliceResult] = {}
     if prediction is not None:
         results = {result.slice_id: result for result in prediction.slice_results.all()}
-    slices = []
+    slices: list[dict[str, Any]] = []
+    ranks: list[tuple[int, SliceResult]] = []
     for number, item in enumerate(sorted(scan.slices.all(), key=lambda s: s.position), start=1):
         result = results.get(item.pk)
+        if result is not None:
+            ranks.append((number, result))
         image_url = reverse("cases:slice_image", args=[item.pk])
         slices.append(
             {
@@ -50,11 +53,15 @@ def viewer_data(scan: Scan, prediction: Prediction | None) -> dict[str, Any]:
                 "assessable": result.assessable if result is not None else None,
             }
         )
-    suspicious = [s for s in slices if s["assessable"] and s["p_malignant"] is not None]
-    suspicious.sort(key=lambda s: (-s["p_malignant"], s["position"]))
+    suspicious = [
+        (result.p_malignant, number)
+        for number, result in ranks
+        if result.assessable and result.p_malignant is not None
+    ]
+    suspicious.sort(key=lambda pair: (-pair[0], pair[1]))
     return {
         "scan": scan.pk,
         "hounsfield": False,
         "slices": slices,
-        "ranked": [s["position"] for s in suspicious[:RANKED_SLICES]],
+        "ranked": [number for _, number in suspicious[:RANKED_SLICES]],
     }

@@ -24,6 +24,8 @@ from .study import StudyRule
 
 _cache: dict[tuple[Any, ...], Predictor] = {}
 _cache_lock = threading.Lock()
+# Heat below this is left fully transparent in an overlay: no tint over tissue the model ignored.
+_HEAT_FLOOR = 0.05
 
 
 class Predictor:
@@ -149,27 +151,32 @@ def _gradcam_function(model: Any, spec: Any, size: int) -> tuple[Any, str]:
     return tf.function(gradcam, input_signature=[spec]), conv_name
 
 
-def heatmap_png(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> bytes:
-    """An overlay PNG: the slice in grayscale with the heatmap in a colour map on top, stronger
-    where the heat is higher. `image` is a `preprocess` output (or a 2-D grayscale array in
-    [0, 1]); `heat` a `Predictor.heatmap` output."""
+def heatmap_png(heat: np.ndarray, *, size: tuple[int, int]) -> bytes:
+    """The heatmap as an RGBA overlay PNG for the viewer to lay over the slice: `size` (width,
+    height) is the original slice's, and the overlay has its exact geometry (the model input's
+    padding to a square and resize are undone). Colours from a colour map; alpha rises with the
+    heat, so the slice shows through and is untouched (transparent) where the heat is ~0.
+
+    `heat` is a `Predictor.heatmap` output: (n, n) in [0, 1], aligned with the padded, resized
+    input (`preprocessing.preprocess`)."""
     from matplotlib import colormaps
 
-    base = np.asarray(image, dtype=np.float32)
-    if base.ndim == 3:
-        base = base.mean(axis=-1)
+    width, height = size
+    if width < 1 or height < 1:
+        raise ValueError(f"a slice has at least one pixel each way, not {width}x{height}")
     heat = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
-    if heat.shape != base.shape:
-        heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize(
-            (base.shape[1], base.shape[0]), Image.Resampling.BILINEAR
-        )
-        heat = np.asarray(heat_image, dtype=np.float32) / 255.0
-    colours = colormaps["jet"](heat)[..., :3]
-    grey = np.repeat(np.clip(base, 0, 1)[..., np.newaxis], 3, axis=-1)
-    weight = (alpha * heat)[..., np.newaxis]
-    blended = (1 - weight) * grey + weight * colours
+    if heat.ndim != 2:
+        raise ValueError(f"the heat is a 2-D map, not shape {heat.shape}")
+    # Undo preprocess: back to the padded square's size, then crop its centred padding away.
+    side = max(width, height)
+    square = Image.fromarray(heat).resize((side, side), Image.Resampling.BILINEAR)
+    left, top = (side - width) // 2, (side - height) // 2
+    heat = np.clip(np.asarray(square.crop((left, top, left + width, top + height))), 0.0, 1.0)
+    rgba = colormaps["jet"](heat)
+    # Alpha rises from 0 at the floor to opaque at the peak; the viewer's opacity slider scales it.
+    rgba[..., 3] = np.clip((heat - _HEAT_FLOOR) / (1.0 - _HEAT_FLOOR), 0.0, 1.0)
     buffer = io.BytesIO()
-    Image.fromarray(np.rint(blended * 255).astype(np.uint8), mode="RGB").save(buffer, format="PNG")
+    Image.fromarray(np.rint(rgba * 255).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -104,9 +104,11 @@ def _run(prediction: Prediction, stored: list[str]) -> None:
     # Heatmaps where a reader looks first: the most suspicious slices (Grad-CAM costs a pass each).
     heatmaps: dict[int, str] = {}
     for index in study.ranking[: settings.INFERENCE_HEATMAP_SLICES]:
-        heatmaps[index] = file_save(
-            "heatmaps", "png", heatmap_png(inputs[index], predictor.heatmap(inputs[index]))
+        # An RGBA overlay in the stored slice's geometry, laid over it by the viewer.
+        overlay = heatmap_png(
+            predictor.heatmap(inputs[index]), size=(slices[index].width, slices[index].height)
         )
+        heatmaps[index] = file_save("heatmaps", "png", overlay)
         stored.append(heatmaps[index])
     results = [
         SliceResult(prediction=prediction, slice=item, assessable=False, reason=reasons[index])

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.core.files.storage import default_storage
 from django.utils import timezone
+from PIL import Image
 
 from cases import services
 from cases.models import Prediction, SliceResult
@@ -43,7 +44,10 @@ def test_worker_classifies_an_uploaded_scan(worker, patient, alice):
     normal_result, malignant_result, photo_result = prediction.slice_results.order_by("slice__position")
     for result in (normal_result, malignant_result):
         assert result.assessable and sum(result.probabilities.values()) == pytest.approx(1, abs=1e-4)
-        assert default_storage.open(result.heatmap.name).read(4) == b"\x89PNG"
+        # An RGBA overlay in the slice's own geometry, for the viewer to lay over it.
+        with default_storage.open(result.heatmap.name) as stored, Image.open(stored) as overlay:
+            assert overlay.format == "PNG" and overlay.mode == "RGBA"
+            assert overlay.size == (result.slice.width, result.slice.height)
     # The photo is not assessable: a reason, no label, no heatmap, and it does not count.
     assert not photo_result.assessable and "colour" in photo_result.reason
     assert photo_result.label == "" and photo_result.probabilities is None and not photo_result.heatmap

@@ -105,24 +105,47 @@ def test_heatmap_is_a_normalised_map_over_the_input(predictor) -> None:
     from inference.predictor import heatmap_png
 
     size = predictor.image_size
-    image = preprocess(dataset_slice("malignant/Malignant case (450).jpg"), size=size)
+    data = dataset_slice("malignant/Malignant case (450).jpg")
+    image = preprocess(data, size=size)
     heat = predictor.heatmap(image)
     assert heat.shape == (size, size)
     assert heat.min() >= 0 and heat.max() <= 1 and heat.max() == pytest.approx(1.0)
     assert heat.std() > 0.01  # it highlights somewhere, not everywhere
-    png = heatmap_png(image, heat)
-    with Image.open(io.BytesIO(png)) as overlay:
-        assert overlay.format == "PNG" and overlay.size == (size, size) and overlay.mode == "RGB"
-        pixels = np.asarray(overlay).astype(int)
-    # Coloured where the heat is high, grey where it is (near) zero.
-    hot = heat > 0.8
-    assert np.abs(pixels[hot][:, 0] - pixels[hot][:, 2]).mean() > 20
+    with Image.open(io.BytesIO(data)) as original:
+        slice_size = original.size
+    with Image.open(io.BytesIO(heatmap_png(heat, size=slice_size))) as overlay:
+        assert overlay.format == "PNG" and overlay.size == slice_size and overlay.mode == "RGBA"
+        alpha = np.asarray(overlay)[..., 3]
+    assert alpha.max() > 200 and alpha.min() == 0  # opaque where hot, see-through elsewhere
 
 
-def test_heatmap_png_without_heat_is_the_grey_slice() -> None:
+def test_heatmap_png_without_heat_is_fully_transparent() -> None:
     from inference.predictor import heatmap_png
 
-    image = np.full((256, 256, 3), 0.5, dtype=np.float32)
-    with Image.open(io.BytesIO(heatmap_png(image, np.zeros((256, 256))))) as overlay:
-        pixels = np.asarray(overlay)
-    assert np.all(pixels == 128)
+    with Image.open(io.BytesIO(heatmap_png(np.zeros((256, 256)), size=(300, 200)))) as overlay:
+        assert overlay.mode == "RGBA" and overlay.size == (300, 200)
+        assert np.all(np.asarray(overlay)[..., 3] == 0)
+
+
+def test_heatmap_png_undoes_the_padding_and_resize_of_a_wide_slice() -> None:
+    # A 200x100 slice is padded to 200x200 (50 rows of black above and below) and resized to 256.
+    # Heat on the upper half of the slice's own rows must land on the upper half of the overlay.
+    from inference.predictor import heatmap_png
+
+    heat = np.zeros((256, 256), dtype=np.float32)
+    heat[64:128, :] = 1.0  # padded rows 50..100 = the slice's rows 0..50
+    with Image.open(io.BytesIO(heatmap_png(heat, size=(200, 100)))) as overlay:
+        assert overlay.size == (200, 100)
+        rgba = np.asarray(overlay).astype(int)
+    alpha = rgba[..., 3]
+    assert np.all(alpha[2:48] == 255) and np.all(alpha[53:] == 0)
+    assert np.all(alpha[0:2] > 200)  # the slice's top edge is hot too: the padding was cropped away
+    hot = rgba[10:40]
+    assert np.abs(hot[..., 0] - hot[..., 2]).mean() > 20  # a colour map, not grey
+
+
+def test_heatmap_png_refuses_a_map_that_is_not_2d() -> None:
+    from inference.predictor import heatmap_png
+
+    with pytest.raises(ValueError, match="2-D"):
+        heatmap_png(np.zeros((4, 4, 3)), size=(4, 4))
