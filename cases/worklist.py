@@ -6,8 +6,6 @@ database. The same FilterSet validates the page's and the API's query parameters
 
 from __future__ import annotations
 
-from typing import Any
-
 import django_filters
 from django.db.models import (
     Case,
@@ -22,7 +20,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.forms import DateInput
 
 from . import selectors
 from .models import Prediction, Review, Scan
@@ -87,8 +85,15 @@ class WorklistFilter(django_filters.FilterSet):
         label="Care team",
         empty_label="All my teams",
     )
-    study_from = django_filters.DateFilter(field_name="study_date", lookup_expr="gte", label="Study from")
-    study_to = django_filters.DateFilter(field_name="study_date", lookup_expr="lte", label="Study to")
+    study_from = django_filters.DateFilter(
+        field_name="study_date",
+        lookup_expr="gte",
+        label="Study from",
+        widget=DateInput(attrs={"type": "date"}),
+    )
+    study_to = django_filters.DateFilter(
+        field_name="study_date", lookup_expr="lte", label="Study to", widget=DateInput(attrs={"type": "date"})
+    )
     q = django_filters.CharFilter(
         method="search", label="Patient", help_text="MRN or name contains this text."
     )
@@ -100,13 +105,3 @@ class WorklistFilter(django_filters.FilterSet):
     def search(self, queryset: QuerySet[Scan], name: str, value: str) -> QuerySet[Scan]:
         value = value.replace("\x00", "")[:100]
         return queryset.filter(Q(patient__mrn__icontains=value) | Q(patient__name__icontains=value))
-
-
-def pending_count(scans: QuerySet[Scan]) -> dict[str, Any]:
-    """How many studies wait to be read, and how many of those failed or could not be assessed."""
-    return scans.aggregate(
-        unread=Count("pk", filter=Q(reading="unread")),
-        attention=Coalesce(
-            Count("pk", filter=Q(reading="unread", state__in=["failed", "not_assessable"])), 0
-        ),
-    )

@@ -136,11 +136,20 @@ class ReviewSerializer(serializers.ModelSerializer):
                 "required": False,
                 "allow_blank": True,
                 "help_text": (
-                    "Required when disagreeing: the label you read. Agreeing takes the model's label."
+                    "The label you read. Required when disagreeing; agreeing takes the model's label."
                 ),
-            }
+            },
+            "verdict": {
+                "required": False,
+                "help_text": "agree or disagree; left out, it follows from `label`, as in the sign-off form.",
+            },
         }
         validators: list[Any] = []  # one review per reviewer is checked by the service
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("verdict") and not attrs.get("label"):
+            raise serializers.ValidationError({"label": ["Give the label you read (or a verdict)."]})
+        return attrs
 
 
 class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):

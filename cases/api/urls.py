@@ -25,5 +25,5 @@ urlpatterns = [
     path("audit/", AuditEntryList.as_view(), name="audit"),
     path("agreement/", views.AgreementView.as_view(), name="agreement"),
     path("", include(router.urls)),
-    re_path(r"^(?P<path>.*)$", views.api_not_found),
+    re_path(r"^(?P<path>(?s:.*))$", views.api_not_found),  # (?s): a newline in the path is no escape to HTML
 ]

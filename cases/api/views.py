@@ -225,6 +225,7 @@ class PredictionViewSet(AuditedRecordMixin):
         form = s.ReviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         fields = dict(form.validated_data)
+        fields.setdefault("verdict", services.verdict_for(prediction, fields.get("label", "")))
         review = services.review_submit(
             prediction=prediction,
             reviewer=selectors.signed_in(request.user),

@@ -330,3 +330,8 @@ def test_the_prediction_page_shows_the_finding_suspicion_and_model_figures(clien
     assert "No sign of malignancy; most likely benign." in page
     assert "Suspicion of malignancy" in page and "10%" in page
     assert "malignant sensitivity 0.97, specificity 0.95" in page
+
+
+def test_an_unknown_api_path_with_a_newline_still_answers_json(logged_in):
+    response = logged_in.get("/api/v1/predictions/%C2%B6%0A/reviews/")
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"

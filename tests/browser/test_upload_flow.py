@@ -9,6 +9,7 @@ from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
+
 def test_clinician_classifies_a_slice_in_the_browser(page, live_server, worker, alice, tmp_path, dataset_dir):
     slice_path = dataset_dir / "malignant" / "Malignant case (1).jpg"
 

@@ -184,7 +184,7 @@ def test_dashboard_query_count_does_not_grow_with_rows(
     add_scans(2)
     with django_assert_max_num_queries(14) as few:
         body = client.get(reverse("cases:dashboard")).content.decode()
-    assert body.count('<tr class="reading-unread">') == 2
+    assert body.count('<tr class="row-unread">') == 2
     add_scans(10)
     with django_assert_max_num_queries(len(few.captured_queries)):
         client.get(reverse("cases:dashboard"))

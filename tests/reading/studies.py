@@ -21,7 +21,7 @@ FINDINGS = {
 
 
 def study(
-    patient: Patient,
+    patient: Patient | Any,  # a factory-made Patient is typed as its factory
     user: Any,
     *,
     suspicion: float | None = None,

@@ -107,3 +107,18 @@ def test_outsiders_cannot_sign(client, charlie, suspicious):
         == 404
     )
     assert not Review.objects.exists()
+
+
+@pytest.mark.parametrize("label,verdict", [("malignant", "agree"), ("normal", "disagree")])
+def test_the_api_derives_the_verdict_from_the_label_too(bob, suspicious, label, verdict):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(bob)
+    prediction = suspicious.predictions.get()
+    url = reverse("api:prediction-reviews", args=[prediction.pk])
+    assert api.post(url, {}, format="json").json()["errors"] == {
+        "label": ["Give the label you read (or a verdict)."]
+    }
+    response = api.post(url, {"label": label}, format="json")
+    assert response.status_code == 201 and response.json()["verdict"] == verdict

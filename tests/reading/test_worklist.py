@@ -8,6 +8,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from audit.models import AuditEntry
+from cases.models import CareTeam
 from tests import factories
 from tests.reading.studies import sign, study
 
@@ -80,7 +81,7 @@ def test_each_filter(alice, bob, studies, filters, expected):
 
 
 def test_team_and_patient_filters(alice, team_a, studies):
-    team_c = factories.CareTeamFactory(name="Chest C")
+    team_c = CareTeam.objects.create(name="Chest C")
     team_c.members.add(alice)
     other = factories.PatientFactory(team=team_c, name="Zed Other", mrn="C-1")
     theirs = study(other, alice, suspicion=0.5)
@@ -116,7 +117,7 @@ def test_the_page_lists_the_same_order_with_every_column(client, alice, bob, stu
         body.index(f'href="/scans/{studies[n].pk}/"') for n in ("high", "middle", "low", "failed", "read")
     ]
     assert positions == sorted(positions)
-    assert body.count('<tr class="reading-unread">') == 6 and body.count('<tr class="reading-final">') == 1
+    assert body.count('<tr class="row-unread">') == 6 and body.count('<tr class="row-final">') == 1
     assert "Not assessable" in body and "Failed" in body and "Chest A" in body and "2026-09-01" in body
     assert f'href="/scans/{studies["read"].pk}/report/"' in body and "bob" in body
     for name in ("state", "reading", "team", "study_from", "study_to", "q"):
