@@ -27,6 +27,7 @@ Channel = AuditEntry.Channel
 
 ADMIN_NAMESPACE = "admin"
 API_NAMESPACE = "api"
+DICOMWEB_NAMESPACE = "dicomweb"  # STOW-RS from a PACS: an integration, like the API
 
 
 @dataclass
@@ -188,6 +189,6 @@ def channel_of(request: HttpRequest | None) -> str:
     namespace = match.namespaces[0] if match is not None and match.namespaces else ""
     if namespace == ADMIN_NAMESPACE:
         return Channel.ADMIN
-    if namespace == API_NAMESPACE:
+    if namespace in (API_NAMESPACE, DICOMWEB_NAMESPACE):
         return Channel.API
     return Channel.PAGE

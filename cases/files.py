@@ -4,6 +4,7 @@ recorded at upload is refused (409) and the mismatch recorded instead."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 from django.core.files.storage import default_storage
@@ -12,8 +13,10 @@ from django.http import FileResponse, Http404, JsonResponse
 from audit import trail
 from core.http import error_response
 from inference.preprocessing import ACCEPTED_FORMATS
+from pacs.pixels import hounsfield_from_png
+from pacs.services import result_export_bytes
 
-from .models import Slice, SliceResult
+from .models import Prediction, Slice, SliceResult
 from .services.storage import slice_intact
 
 _EXTENSIONS = dict(ACCEPTED_FORMATS.values())  # content type -> extension
@@ -32,6 +35,25 @@ def slice_image_response(item: Slice) -> FileResponse | JsonResponse:
         return error_response(TAMPERED_MESSAGE, status=409)
     trail.read(item)
     return _private_response(io.BytesIO(content), item.content_type, f"slice-{item.pk}.{extension}")
+
+
+def slice_hounsfield_response(item: Slice) -> FileResponse | JsonResponse:
+    """A DICOM slice's Hounsfield units for the viewer's window/level: little-endian int16, rows
+    of `width` values (decoded here from the stored 16-bit PNG, which is checked first)."""
+    if not item.hounsfield:
+        raise Http404("This slice has no Hounsfield units (it was not a DICOM image).")
+    content = _file_bytes(item.hounsfield.name)
+    if hashlib.sha256(content).hexdigest() != item.hounsfield_sha256:
+        trail.record_object(
+            trail.Action.INTEGRITY,
+            item,
+            outcome=trail.Outcome.FAILED,
+            detail="Not served: the Hounsfield file's SHA-256 differs from the one recorded at upload",
+        )
+        return error_response(TAMPERED_MESSAGE, status=409)
+    trail.read(item, object_type="hounsfield")
+    values = hounsfield_from_png(content).astype("<i2").tobytes()
+    return _private_response(io.BytesIO(values), "application/octet-stream", f"slice-{item.pk}-hu.i16")
 
 
 def slice_thumbnail_response(item: Slice) -> FileResponse:
@@ -65,5 +87,21 @@ def _private_response(handle: object, content_type: str, download_name: str) -> 
     response = FileResponse(handle, content_type=content_type)
     # Our own name, never the client's; inline so that browsers show the image.
     response["Content-Disposition"] = f'inline; filename="{download_name}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def structured_report_response(prediction: Prediction) -> FileResponse | JsonResponse:
+    """The prediction's DICOM SR as a Part 10 download (404 for a study that did not come as DICOM,
+    409 while the prediction has no result)."""
+    if not prediction.scan.is_dicom:
+        raise Http404("This study did not come as DICOM: it has no DICOM Structured Report.")
+    if prediction.status != Prediction.Status.SUCCEEDED:
+        return error_response(
+            "The prediction has no result yet; its report follows when it succeeds.", status=409
+        )
+    trail.read(prediction, object_type="structured_report")
+    response = FileResponse(io.BytesIO(result_export_bytes(prediction)), content_type="application/dicom")
+    response["Content-Disposition"] = f'attachment; filename="prediction-{prediction.pk}-sr.dcm"'
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -44,6 +44,16 @@ class MultipleFileField(forms.FileField):
         return files
 
 
+# What the file chooser offers: the image types, and DICOM files or zips of them.
+UPLOAD_ACCEPT = [
+    *(content_type for content_type, _ in ACCEPTED_FORMATS.values()),
+    ".dcm",
+    "application/dicom",
+    ".zip",
+    "application/zip",
+]
+
+
 class ScanUploadForm(forms.ModelForm):
     class Meta:
         model = Scan
@@ -59,14 +69,16 @@ class ScanUploadForm(forms.ModelForm):
         self.fields["files"] = MultipleFileField(
             label="CT slices",
             help_text=(
-                f"One or many {ACCEPTED_FORMATS_TEXT} slices of one study. "
-                "Files are checked by their content."
+                f"One or many {ACCEPTED_FORMATS_TEXT} slices of one study, or DICOM files (.dcm, or a "
+                ".zip of them: each series becomes a scan). Files are checked by their content."
             ),
-            widget=MultipleFileInput(
-                attrs={"accept": ",".join(content_type for content_type, _ in ACCEPTED_FORMATS.values())}
-            ),
+            widget=MultipleFileInput(attrs={"accept": ",".join(UPLOAD_ACCEPT)}),
         )
         self.fields["study_date"].required = False  # the service uses today when it is left empty
+        self.fields["confirm_patient"] = forms.BooleanField(
+            required=False,
+            label="The DICOM series are this patient's, even if their PatientID differs from the MRN",
+        )
 
 
 class ReadingForm(forms.Form):
@@ -85,7 +97,14 @@ class ReadingForm(forms.Form):
     )
     # Offered from this prediction's current readings only; the service checks again on save.
     supersedes = forms.TypedChoiceField(
-        required=False, coerce=int, empty_value=None, label="Amends", choices=[("", "nothing: a new reading")]
+        required=False,
+        coerce=int,
+        empty_value=None,
+        label="Amends",
+        choices=[("", "nothing: a new reading")],
+        error_messages={
+            "invalid_choice": "That reading was amended already; reload the page and amend the latest one."
+        },
     )
 
     def __init__(self, *args: Any, correctable: Sequence[Review] = (), **kwargs: Any) -> None:

@@ -3,10 +3,10 @@
 Built from objects the scan page has already prefetched (`selectors.scans_detailed`: the scan's
 slices, the prediction's slice results with their slices), so it adds no query per slice.
 
-Each slice says where its pixel values come from (`values`): today the stored 8-bit PNG, whose
-grey values 0-255 are what window/level works on. A later source with Hounsfield units (e.g. a
-16-bit PNG) adds another `encoding` with its `slope` and `intercept` and sets `hounsfield`; the
-viewer maps stored values to display units as `value * slope + intercept` for every encoding.
+Each slice says where its pixel values come from (`values`): for a DICOM series its Hounsfield
+units (int16, `hounsfield` set: the lung and mediastinum presets apply), else the stored 8-bit
+PNG, whose grey values 0-255 are what window/level works on. The viewer maps stored values to
+display units as `value * slope + intercept` for every encoding.
 """
 
 from __future__ import annotations
@@ -15,10 +15,19 @@ from typing import Any
 
 from django.urls import reverse
 
-from .models import Prediction, Scan, SliceResult
+from .models import Prediction, Scan, Slice, SliceResult
 
 # How many "most suspicious" slices the viewer offers to jump to.
 RANKED_SLICES = 5
+
+
+def _values(item: Slice, image_url: str) -> dict[str, Any]:
+    """Where the viewer reads a slice's values: Hounsfield units (int16) for a DICOM slice, else
+    the stored 8-bit grey image."""
+    if item.hounsfield:
+        url = reverse("cases:slice_hounsfield", args=[item.pk])
+        return {"url": url, "encoding": "int16", "slope": 1, "intercept": 0}
+    return {"url": image_url, "encoding": "png8", "slope": 1, "intercept": 0}
 
 
 def viewer_data(scan: Scan, prediction: Prediction | None) -> dict[str, Any]:
@@ -43,7 +52,7 @@ def viewer_data(scan: Scan, prediction: Prediction | None) -> dict[str, Any]:
                 "image": image_url,
                 "width": item.width,
                 "height": item.height,
-                "values": {"url": image_url, "encoding": "png8", "slope": 1, "intercept": 0},
+                "values": _values(item, image_url),
                 "heatmap": (
                     reverse("cases:slice_result_heatmap", args=[result.pk])
                     if result is not None and result.heatmap
@@ -61,7 +70,7 @@ def viewer_data(scan: Scan, prediction: Prediction | None) -> dict[str, Any]:
     suspicious.sort(key=lambda pair: (-pair[0], pair[1]))
     return {
         "scan": scan.pk,
-        "hounsfield": False,
+        "hounsfield": scan.is_dicom,
         "slices": slices,
         "ranked": [number for _, number in suspicious[:RANKED_SLICES]],
     }

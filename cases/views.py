@@ -21,10 +21,17 @@ from core.http import error_response
 from inference.models import ModelVersion
 from inference.preprocessing import ACCEPTED_FORMATS_TEXT, CLASS_NAMES
 from inference.services import model_version_active
+from pacs.ingest import study_upload
 
 from . import selectors, services
 from .agreement import agreement_by_model_version
-from .files import heatmap_response, slice_image_response, slice_thumbnail_response
+from .files import (
+    heatmap_response,
+    slice_hounsfield_response,
+    slice_image_response,
+    slice_thumbnail_response,
+    structured_report_response,
+)
 from .forms import CompareForm, PatientForm, ReadingForm, ScanUploadForm
 from .http import wants_json
 from .models import Prediction, Scan, SliceResult
@@ -191,22 +198,28 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                scan = services.scan_upload(
+                scans = study_upload(
                     patient=patient,
                     files=form.cleaned_data["files"],
                     uploaded_by=selectors.signed_in(request.user),
                     study_date=form.cleaned_data["study_date"],
                     note=form.cleaned_data["note"],
+                    confirm_patient=form.cleaned_data["confirm_patient"],
                 )
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
+                slices = sum(scan.slices.count() for scan in scans)
                 messages.success(
-                    request, f"{scan.slices.count()} slice(s) uploaded; the prediction is queued."
+                    request,
+                    f"{slices} slice(s) uploaded as {len(scans)} scan(s); the prediction is queued."
+                    if len(scans) > 1
+                    else f"{slices} slice(s) uploaded; the prediction is queued.",
                 )
+                target = scans[0].get_absolute_url() if len(scans) == 1 else patient.get_absolute_url()
                 if json_wanted:
-                    return JsonResponse({"redirect": scan.get_absolute_url()}, status=201)
-                return redirect(scan)
+                    return JsonResponse({"redirect": target}, status=201)
+                return redirect(target)
         if json_wanted:
             return _form_error_response(form)
         status = 400
@@ -371,6 +384,20 @@ def prediction_status(request: HttpRequest) -> JsonResponse:
 @require_GET
 def slice_image(request: HttpRequest, pk: int) -> FileResponse | JsonResponse:
     return slice_image_response(selectors.slice_get(request.user, pk))
+
+
+@login_required
+@require_GET
+def slice_hounsfield(request: HttpRequest, pk: int) -> FileResponse | JsonResponse:
+    return slice_hounsfield_response(selectors.slice_get(request.user, pk))
+
+
+@login_required
+@require_GET
+def prediction_sr(request: HttpRequest, pk: int) -> FileResponse | JsonResponse:
+    """The prediction's DICOM Structured Report (DICOM studies only)."""
+    prediction = selectors.prediction_get(request.user, pk)
+    return structured_report_response(prediction)
 
 
 @login_required

@@ -36,22 +36,31 @@ READINGS = [("unread", "Unread"), ("final", "Final"), ("amended", "Amended")]
 
 
 def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
-    """The viewer's scans in reading order: unread before read, then by the latest prediction's
-    suspicion (highest first; failed, pending and unassessable studies after the scored ones),
-    then the newest study first."""
-    latest = Prediction.objects.filter(scan=OuterRef("pk")).order_by("-created_at", "-id")
-    current = Review.objects.filter(prediction__scan=OuterRef("pk"), superseded_by__isnull=True)
+    """The viewer's scans in reading order: unread before read, then by suspicion (highest first;
+    failed, pending and unassessable studies after the scored ones), then the newest study first.
+
+    Each scan is judged by the prediction a clinician reads on its page: the newest succeeded
+    one, else the newest of any state (a re-run in the queue does not hide a result), and it is
+    read when that prediction has a current signed reading (a newer result is unread again)."""
+    to_read = (
+        Prediction.objects.filter(scan=OuterRef("pk"))
+        .annotate(pending=Case(When(status="succeeded", then=Value(0)), default=Value(1)))
+        .order_by("pending", "-created_at", "-id")
+    )
+    current = Review.objects.filter(prediction=OuterRef("prediction_id"), superseded_by__isnull=True)
     signed = current.order_by("-created_at", "-id")
     return (
         selectors.scans_for(user)
         .annotate(
-            prediction_id=Subquery(latest.values("id")[:1]),
-            prediction_status=Subquery(latest.values("status")[:1]),
-            suspicion=Subquery(latest.values("suspicion")[:1]),
-            ai_label=Subquery(latest.values("label")[:1]),
-            finding=Subquery(latest.values("finding")[:1]),
-            not_assessable_slices=Subquery(latest.values("not_assessable_slices")[:1]),
+            prediction_id=Subquery(to_read.values("id")[:1]),
+            prediction_status=Subquery(to_read.values("status")[:1]),
+            suspicion=Subquery(to_read.values("suspicion")[:1]),
+            ai_label=Subquery(to_read.values("label")[:1]),
+            finding=Subquery(to_read.values("finding")[:1]),
+            not_assessable_slices=Subquery(to_read.values("not_assessable_slices")[:1]),
             slice_count=Count("slices", distinct=True),
+        )
+        .annotate(
             reading=Case(
                 When(Exists(current.filter(supersedes__isnull=False)), then=Value("amended")),
                 When(Exists(current), then=Value("final")),
@@ -60,12 +69,18 @@ def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
             read_label=Subquery(signed.values("label")[:1]),
             read_by=Subquery(signed.values("reviewer__username")[:1]),
             read_at=Subquery(signed.values("created_at")[:1]),
-        )
-        .annotate(
+            # No slice assessable: finished, but no suspicion and no label (older results have a label).
             state=Case(
-                When(prediction_status="succeeded", suspicion__isnull=True, then=Value("not_assessable")),
+                When(
+                    prediction_status="succeeded",
+                    suspicion__isnull=True,
+                    ai_label="",
+                    then=Value("not_assessable"),
+                ),
                 default=F("prediction_status"),
             ),
+        )
+        .annotate(
             unread_first=Case(
                 When(reading="unread", then=Value(0)), default=Value(1), output_field=IntegerField()
             ),

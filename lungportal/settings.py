@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "audit",
     "inference",
     "cases",
+    "pacs",
     "health",
 ]
 
@@ -280,6 +281,21 @@ INFERENCE_WEIGHTS_DIR = Path(
 INFERENCE_BATCH_SIZE = envint("INFERENCE_BATCH_SIZE", 16, minimum=1)
 # Grad-CAM heatmaps for this many of a study's most suspicious slices (each costs a pass).
 INFERENCE_HEATMAP_SLICES = envint("INFERENCE_HEATMAP_SLICES", 16, minimum=0)
+
+# DICOM in and out (pacs/)
+DICOM_AE_TITLE = os.environ.get("DICOM_AE_TITLE", "LUNGPORTAL")[:16]
+DICOM_HOST = os.environ.get("DICOM_HOST", "127.0.0.1")
+DICOM_PORT = envint("DICOM_PORT", 11112, minimum=0)  # the C-STORE receiver; 0: not started by bin/run
+DICOM_CREATE_PATIENTS = envbool("DICOM_CREATE_PATIENTS", False)  # unknown PatientID: register, else wait
+# The model's input window where a file carries none: like the training slices' (exported with
+# widths of 350-1200 HU and centres of 50-600 HU: lungs black, soft tissue grey).
+DICOM_DEFAULT_WINDOW_CENTER = float(os.environ.get("DICOM_DEFAULT_WINDOW_CENTER", "40"))
+DICOM_DEFAULT_WINDOW_WIDTH = float(os.environ.get("DICOM_DEFAULT_WINDOW_WIDTH", "400"))
+DICOM_MAX_SERIES_BYTES = envint("DICOM_MAX_SERIES_BYTES", 1024**3, minimum=1)  # one study, unpacked
+PACS_STOW_URL = os.environ.get("PACS_STOW_URL", "")  # results back by STOW-RS, e.g. .../dicom-web/
+PACS_STOW_AUTHORIZATION = os.environ.get("PACS_STOW_AUTHORIZATION", "")  # its Authorization header
+PACS_CSTORE = os.environ.get("PACS_CSTORE", "")  # or by C-STORE: "AET@host:port"
+PACS_DELIVERY_MAX_ATTEMPTS = envint("PACS_DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
 TF_INTRA_OP_THREADS = envint("TF_INTRA_OP_THREADS", 2)
 TF_INTER_OP_THREADS = envint("TF_INTER_OP_THREADS", 1)
 

@@ -39,5 +39,7 @@ urlpatterns = [
         ),
         name="api-docs",
     ),
+    path("dicomweb/", include("pacs.dicomweb_urls")),
+    path("", include("pacs.urls")),
     path("", include("cases.urls")),
 ]

@@ -233,17 +233,75 @@ class PredictionSummarySerializer(ProbabilitiesMixin, serializers.ModelSerialize
         return _absolute(self.context, "prediction-detail", obj.pk)
 
 
+DICOM_FIELDS = [
+    "received_via",
+    "modality",
+    "study_instance_uid",
+    "series_instance_uid",
+    "series_number",
+    "series_description",
+    "accession_number",
+    "slice_thickness",
+    "dicom_patient_id",
+    "dicom_patient_name",
+    "dicom_birth_date",
+    "dicom_sex",
+    "window_center",
+    "window_width",
+    "window_source",
+]
+
+
+DICOM_NUMBERS = {
+    "series_number": "integer",
+    "slice_thickness": "number",
+    "window_center": "number",
+    "window_width": "number",
+}
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
 class ScanSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    dicom = serializers.SerializerMethodField()
     slices = SliceSerializer(many=True, read_only=True)
     predictions = PredictionSerializer(many=True, read_only=True)
 
     class Meta:
         model = Scan
-        fields = ["id", "url", "patient", "study_date", "note", "created_at", "slices", "predictions"]
+        fields = [
+            "id",
+            "url",
+            "patient",
+            "study_date",
+            "note",
+            "created_at",
+            "dicom",
+            "slices",
+            "predictions",
+        ]
 
     def get_url(self, obj: Scan) -> str:
         return _absolute(self.context, "scan-detail", obj.pk)
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "description": "The DICOM series' header and the window the model's input was made with; "
+            "null for JPEG/PNG studies.",
+            "properties": {
+                name: {"type": DICOM_NUMBERS.get(name, "string"), "nullable": True} for name in DICOM_FIELDS
+            },
+        }
+    )
+    def get_dicom(self, obj: Scan) -> dict[str, Any] | None:
+        if not obj.is_dicom:
+            return None
+        return {name: _plain(getattr(obj, name)) for name in DICOM_FIELDS}
 
 
 class ScanUploadSerializer(serializers.Serializer):
@@ -251,16 +309,23 @@ class ScanUploadSerializer(serializers.Serializer):
         child=serializers.FileField(allow_empty_file=True),
         allow_empty=False,
         help_text=(
-            f"One or many {ACCEPTED_FORMATS_TEXT} CT slices of one study (multipart field `files`, repeated)."
+            f"One or many {ACCEPTED_FORMATS_TEXT} CT slices of one study, or DICOM files (.dcm, or a "
+            ".zip of them; each series becomes a scan) — multipart field `files`, repeated."
         ),
     )
-    study_date = serializers.DateField(required=False)
+    study_date = serializers.DateField(required=False, help_text="Ignored for DICOM: its StudyDate counts.")
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    confirm_patient = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="DICOM: store series whose PatientID differs from this patient's MRN (else refused).",
+    )
 
 
 class ScanAcceptedSerializer(serializers.Serializer):
-    scan = ScanSerializer()
-    prediction = PredictionSummarySerializer()
+    scan = ScanSerializer(help_text="The first scan stored.")
+    prediction = PredictionSummarySerializer(help_text="Its queued prediction.")
+    scans = ScanSerializer(many=True, help_text="Every scan stored: one per DICOM series.")
 
 
 class PatientSerializer(serializers.ModelSerializer):

@@ -27,11 +27,18 @@ from audit import trail
 from core.http import error_response
 from inference.models import ModelVersion
 from inference.preprocessing import CLASS_NAMES
+from pacs.ingest import study_upload
 from twofactor import services as second_factor
 
 from .. import selectors, services
 from ..agreement import AI_LABELS, NOT_MALIGNANT, VersionAgreement, agreement_by_model_version
-from ..files import heatmap_response, slice_image_response, slice_thumbnail_response
+from ..files import (
+    heatmap_response,
+    slice_hounsfield_response,
+    slice_image_response,
+    slice_thumbnail_response,
+    structured_report_response,
+)
 from ..models import LABEL_CHOICES, Patient
 from ..urls_converters import ID_REGEX
 from ..worklist import WorklistFilter, worklist
@@ -169,11 +176,11 @@ class PatientViewSet(
         patient = selectors.patient_get(request.user, int(pk))
         upload = s.ScanUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
-        scan = services.scan_upload(
+        stored = study_upload(
             patient=patient, uploaded_by=selectors.signed_in(request.user), **upload.validated_data
         )
-        scan = selectors.scan_get(request.user, scan.pk)
-        body = {"scan": scan, "prediction": scan.predictions.all()[0]}
+        scans = [selectors.scan_get(request.user, scan.pk) for scan in stored]
+        body = {"scan": scans[0], "prediction": scans[0].predictions.all()[0], "scans": scans}
         return Response(
             s.ScanAcceptedSerializer(body, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
         )
@@ -257,6 +264,11 @@ class ImageRenderer(renderers.BaseRenderer):
         return data
 
 
+class OctetRenderer(ImageRenderer):
+    media_type = "application/octet-stream"
+    format = "octet"
+
+
 class _FileView(APIView):
     renderer_classes = [renderers.JSONRenderer, ImageRenderer]
 
@@ -276,6 +288,43 @@ class SliceFileView(_FileView):
     )
     def get(self, request: Request, pk: int) -> FileResponse | JsonResponse:
         return slice_image_response(selectors.slice_get(request.user, pk))
+
+
+class DicomRenderer(ImageRenderer):
+    media_type = "application/dicom"
+    format = "dicom"
+
+
+class StructuredReportView(_FileView):
+    renderer_classes = [renderers.JSONRenderer, DicomRenderer]
+
+    @extend_schema(
+        responses={
+            (200, "application/dicom"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The prediction's DICOM Structured Report (Part 10)"
+            ),
+            409: OpenApiResponse(description="The prediction has no result yet."),
+        }
+    )
+    def get(self, request: Request, pk: int) -> FileResponse | JsonResponse:
+        """The AI result as a DICOM SR referencing the source series (DICOM studies only; else 404)."""
+        return structured_report_response(selectors.prediction_get(request.user, pk))
+
+
+class SliceHounsfieldView(_FileView):
+    renderer_classes = [renderers.JSONRenderer, OctetRenderer]
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="Hounsfield units, little-endian int16, row by row"
+            ),
+            409: OpenApiResponse(description="The stored file no longer matches its SHA-256; not served."),
+        }
+    )
+    def get(self, request: Request, pk: int) -> FileResponse | JsonResponse:
+        """A DICOM slice's Hounsfield units (width × height values, as in the slice's record)."""
+        return slice_hounsfield_response(selectors.slice_get(request.user, pk))
 
 
 class SliceThumbnailView(_FileView):

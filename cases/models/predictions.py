@@ -9,6 +9,7 @@ from functools import reduce
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
@@ -118,6 +119,19 @@ class Prediction(Probabilities):
     @property
     def audit_patient_id(self) -> int:
         return self.scan.patient_id
+
+    @property
+    def has_result(self) -> bool:
+        """Succeeded with something to agree with or correct (not: no slice could be assessed)."""
+        return self.status == self.Status.SUCCEEDED and (bool(self.label) or self.suspicion is not None)
+
+    @property
+    def export_or_none(self) -> Any:
+        """Its DICOM SR export (pacs.ResultExport), if one was made."""
+        try:
+            return self.export
+        except ObjectDoesNotExist:
+            return None
 
     @property
     def is_final(self) -> bool:

@@ -91,7 +91,16 @@ class Patient(models.Model):
 
 
 class Scan(models.Model):
-    """A study: one or more CT slices uploaded together."""
+    """A study: one or more CT slices uploaded together, or one DICOM series."""
+
+    class Received(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        STOW = "stow", "DICOMweb STOW-RS"
+        CSTORE = "cstore", "DICOM C-STORE"
+
+    class WindowSource(models.TextChoices):
+        FILE = "file", "the file's own window"
+        DEFAULT = "default", "the configured default window"
 
     # PROTECT throughout the record: nothing clinical is erased by a cascade (see `purge_records`).
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scans")
@@ -101,6 +110,23 @@ class Scan(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    received_via = models.CharField(max_length=16, choices=Received.choices, default=Received.UPLOAD)
+    # A DICOM series' header, as received (blank for JPEG/PNG studies): what the PACS knows it by.
+    modality = models.CharField(max_length=16, blank=True)
+    study_instance_uid = models.CharField("Study Instance UID", max_length=64, blank=True, db_index=True)
+    series_instance_uid = models.CharField("Series Instance UID", max_length=64, blank=True, db_index=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    series_description = models.CharField(max_length=64, blank=True)
+    accession_number = models.CharField(max_length=16, blank=True)
+    slice_thickness = models.FloatField(null=True, blank=True, help_text="mm")
+    dicom_patient_id = models.CharField("DICOM PatientID", max_length=64, blank=True)
+    dicom_patient_name = models.CharField("DICOM PatientName", max_length=200, blank=True)
+    dicom_birth_date = models.DateField("DICOM PatientBirthDate", null=True, blank=True)
+    dicom_sex = models.CharField("DICOM PatientSex", max_length=16, blank=True)
+    # The lung window the model's input was made with, and where it came from.
+    window_center = models.FloatField(null=True, blank=True, help_text="HU")
+    window_width = models.FloatField(null=True, blank=True, help_text="HU")
+    window_source = models.CharField(max_length=16, choices=WindowSource.choices, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -110,6 +136,10 @@ class Scan(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("cases:scan_detail", args=[self.pk])
+
+    @property
+    def is_dicom(self) -> bool:
+        return bool(self.series_instance_uid)
 
     def clean(self) -> None:
         patient = self.patient if self.patient_id else None
@@ -142,6 +172,14 @@ class Slice(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     size_bytes = models.PositiveIntegerField()  # of the file as uploaded
+    # DICOM slices: the instance, and its Hounsfield units as a 16-bit PNG of HU + 32768 (the
+    # `image` above is then the model's 8-bit lung-window input).
+    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64, blank=True)
+    sop_class_uid = models.CharField("SOP Class UID", max_length=64, blank=True)
+    instance_number = models.IntegerField(null=True, blank=True)
+    location = models.FloatField(null=True, blank=True, help_text="mm along the slice normal")
+    hounsfield = models.FileField(max_length=200, blank=True)
+    hounsfield_sha256 = models.CharField("Hounsfield SHA-256", max_length=64, blank=True)
 
     class Meta:
         ordering = ["position"]

@@ -25,6 +25,7 @@ from django.utils import timezone
 from inference.preprocessing import ImageDecodeError, inspect, named_probabilities, preprocess
 from inference.services import model_version_predictor
 from inference.study import StudyResult, study_result
+from pacs.services import result_export_enqueue
 
 from ..models import Prediction, Slice, SliceResult
 from .storage import file_save, files_delete, slice_intact
@@ -233,4 +234,5 @@ def _prediction_store(prediction: Prediction, results: list[SliceResult], outcom
         current.finished_at = timezone.now()
         current.inference_seconds = outcome.inference_seconds
         current.save()
+        result_export_enqueue(current)  # a DICOM study's SR, sent to the PACS after the commit
     return True

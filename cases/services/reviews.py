@@ -31,6 +31,10 @@ def review_submit(
     `supersedes` (a review's id), a correction of that review."""
     if prediction.status != Prediction.Status.SUCCEEDED:
         raise ValidationError("Only a succeeded prediction can be reviewed.")
+    if not prediction.has_result:
+        raise ValidationError(
+            "No slice of this study could be assessed, so there is no AI result to agree with or correct."
+        )
     label = _reviewed_label(prediction, verdict, label)
     review = Review(
         prediction=prediction,

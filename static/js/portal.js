@@ -21,11 +21,35 @@
           badge.textContent = state.status.charAt(0).toUpperCase() + state.status.slice(1);
           if (FINAL[state.status]) finished = true;
         });
-        // A finished prediction brings probabilities and heatmaps: show them.
-        if (finished) window.location.reload();
+        // A finished prediction brings probabilities and heatmaps: show them, unless the reader
+        // is busy (a reading half-written, the viewer in use): then offer the reload instead.
+        if (finished) reloadWhenIdle();
         else window.setTimeout(pollPredictions, 2000);
       })
       .catch(function () { window.setTimeout(pollPredictions, 5000); });
+  }
+
+  function readerIsBusy() {
+    var form = document.querySelector("form.reading-form");
+    var typing = form && (form.querySelector("input[type=radio]:checked") ||
+      Array.prototype.some.call(form.querySelectorAll("textarea"), function (t) { return t.value.trim(); }));
+    var viewing = document.activeElement && document.activeElement.closest("[data-viewer]");
+    return Boolean(typing || viewing);
+  }
+
+  function reloadWhenIdle() {
+    if (!readerIsBusy()) { window.location.reload(); return; }
+    if (document.querySelector(".result-arrived")) return;
+    var notice = document.createElement("p");
+    notice.className = "message result-arrived";
+    notice.setAttribute("role", "status");
+    notice.textContent = "A new result has arrived. ";
+    var button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Reload to see it";
+    button.addEventListener("click", function () { window.location.reload(); });
+    notice.appendChild(button);
+    document.querySelector("main").prepend(notice);
   }
 
   function uploadWithProgress(form) {

@@ -89,7 +89,7 @@ def test_an_amendment_supersedes_and_both_stay(client, alice, bob, suspicious):
         {"label": "normal", "supersedes": first.pk},
         follow=True,
     )
-    assert Review.objects.count() == 2 and "Select a valid choice" in again.content.decode()
+    assert Review.objects.count() == 2 and "amended already" in again.content.decode()
 
 
 def test_no_form_until_the_prediction_succeeded(client, alice, patient):
@@ -122,3 +122,16 @@ def test_the_api_derives_the_verdict_from_the_label_too(bob, suspicious, label, 
     }
     response = api.post(url, {"label": label}, format="json")
     assert response.status_code == 201 and response.json()["verdict"] == verdict
+
+
+def test_a_study_with_no_assessable_slice_cannot_be_signed_as_agreeing(client, alice, patient):
+    blank = study(patient, alice, suspicion=None)
+    prediction = blank.predictions.get()
+    client.force_login(alice)
+    body = client.get(blank.get_absolute_url()).content.decode()
+    assert 'class="reading-form"' not in body and "no AI result to sign" in body
+    response = client.post(
+        reverse("cases:review_submit", args=[prediction.pk]), {"label": "normal"}, follow=True
+    )
+    assert "no AI result to agree with or correct" in response.content.decode()
+    assert not Review.objects.exists()

@@ -145,3 +145,47 @@ def test_worklist_queries_do_not_grow_with_rows(client, alice, patient, django_a
         client.get(reverse("cases:dashboard"))
     with django_assert_max_num_queries(len(few_api.captured_queries)):
         worklist(alice)
+
+
+def _newer_prediction(scan, **fields):
+    """A second prediction of the scan, by another model version, created after the first."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cases.models import Prediction
+    from inference.models import ModelVersion
+
+    version = ModelVersion.objects.create(name="v-next", sha256="f" * 64, weights_dir="x")
+    return Prediction.objects.create(
+        scan=scan, model_version=version, created_at=timezone.now() + timedelta(seconds=5), **fields
+    )
+
+
+def test_a_newer_result_is_unread_again_and_ranked_by_its_own_suspicion(alice, bob, patient):
+    scan = study(patient, alice, suspicion=0.1)
+    sign(scan, bob, "benign")
+    calm = study(patient, alice, suspicion=0.3)
+    _newer_prediction(scan, status="succeeded", label="malignant", suspicion=0.97, finding="Suspicious.")
+    items = worklist(alice)["results"]
+    assert [(i["scan"], i["reading"], i["ai_label"]) for i in items] == [
+        (scan.pk, "unread", "malignant"),
+        (calm.pk, "unread", "benign"),
+    ]
+
+
+def test_a_queued_rerun_does_not_hide_the_result_being_read(alice, patient):
+    scored = study(patient, alice, suspicion=0.97)
+    calm = study(patient, alice, suspicion=0.05)
+    _newer_prediction(scored, status="queued")
+    items = worklist(alice)["results"]
+    assert [(i["scan"], i["state"]) for i in items] == [(scored.pk, "succeeded"), (calm.pk, "succeeded")]
+    assert items[0]["suspicion"] == pytest.approx(0.97)
+
+
+def test_an_older_labelled_result_without_suspicion_is_not_called_unassessable(alice, patient):
+    from cases.models import Prediction
+
+    legacy = study(patient, alice, suspicion=0.9)
+    Prediction.objects.filter(scan=legacy).update(suspicion=None)  # stored before the study rule
+    assert worklist(alice)["results"][0]["state"] == "succeeded"

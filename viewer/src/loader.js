@@ -5,11 +5,10 @@ import { metaData, utilities } from '@cornerstonejs/core';
 
 export const SCHEME = 'lungportal';
 
-// slice.values.encoding -> async (url) => { width, height, values: TypedArray }.
-// A later source of Hounsfield units (e.g. a 16-bit PNG) adds its decoder here; nothing else
-// in the viewer needs to change.
+// slice.values.encoding -> async (url, slice) => { width, height, values: TypedArray }.
 const DECODERS = {
   png8: decodePng8,
+  int16: decodeInt16,
 };
 
 const slicesById = new Map();
@@ -56,6 +55,17 @@ async function decodePng8(url) {
   return { width, height, values };
 }
 
+// DICOM slices: Hounsfield units as little-endian int16, row by row (cases.files
+// slice_hounsfield_response); the size comes from the page's JSON.
+async function decodeInt16(url, slice) {
+  const buffer = await (await fetchBlob(url)).arrayBuffer();
+  const { width, height } = slice;
+  if (buffer.byteLength !== width * height * 2) {
+    throw new Error(`${url}: expected ${width}×${height} values, got ${buffer.byteLength} bytes`);
+  }
+  return { width, height, values: new Int16Array(buffer) };
+}
+
 // Stored values -> display units (value * slope + intercept), done here once so that
 // Cornerstone, the window inputs and the presets all work in the same units.
 function rescale(values, slope, intercept) {
@@ -90,7 +100,7 @@ function makeImage(imageId, width, height, values, window) {
     color: false,
     rgba: false,
     numberOfComponents: 1,
-    dataType: values instanceof Float32Array ? 'Float32Array' : 'Uint8Array',
+    dataType: values.constructor.name,
     rows: height,
     columns: width,
     height,
@@ -111,7 +121,7 @@ export function loadImage(imageId) {
     const { url, encoding, slope = 1, intercept = 0 } = entry.slice.values;
     const decode = DECODERS[encoding];
     if (!decode) throw new Error(`slice encoding ${encoding} is not supported`);
-    const { width, height, values } = await decode(url);
+    const { width, height, values } = await decode(url, entry.slice);
     return makeImage(imageId, width, height, rescale(values, slope, intercept), entry.window);
   })();
   return { promise, cancelFn: undefined };

@@ -1,0 +1,16 @@
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from pacs.receiver import Receiver
+
+
+class Command(BaseCommand):
+    help = "Run the DICOM C-STORE receiver (AE title DICOM_AE_TITLE on DICOM_HOST:DICOM_PORT)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.stdout.write(
+            f"DICOM receiver {settings.DICOM_AE_TITLE} on {settings.DICOM_HOST}:{settings.DICOM_PORT}"
+        )
+        Receiver().serve(block=True)

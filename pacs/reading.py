@@ -1,0 +1,537 @@
+"""DICOM Part 10 files -> CT series in Hounsfield units, or a refusal a person can act on.
+
+Pure functions over bytes: nothing here touches the database or storage, so a caller can refuse a
+whole upload before anything is stored. Each file is parsed and decoded once; only its int16
+Hounsfield array and a few header values are kept, never the pydicom dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    LegacyConvertedEnhancedCTImageStorage,
+)
+
+# Used where Django's settings are not configured (scripts, the C-STORE receiver before setup).
+_FALLBACKS: dict[str, float] = {
+    "UPLOAD_MIN_SIDE": 64,
+    "UPLOAD_MAX_SIDE": 8192,
+    "DICOM_DEFAULT_WINDOW_CENTER": 40.0,
+    "DICOM_DEFAULT_WINDOW_WIDTH": 400.0,
+}
+
+_INT16_MIN, _INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
+_MULTI_FRAME_CT = {EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage}
+
+
+class DicomRefused(ValueError):
+    """A file or series the portal will not take; str() is a message a person can act on, naming the file."""
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: instances hold arrays, compared by identity
+class DicomInstance:
+    name: str  # the file's name as given (e.g. "IM0001.dcm" or "study.zip:series1/IM1")
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    location: float | None  # mm along the slice normal: ImagePositionPatient · (row × column cosines)
+    # int16 (rows, columns), read-only: stored values × RescaleSlope + RescaleIntercept, clipped
+    hounsfield: np.ndarray = field(repr=False)
+    window_center: float | None  # the file's own first WindowCenter/WindowWidth, if present and sane
+    window_width: float | None
+    source_sha256: str  # SHA-256 of the file's bytes as received
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    study_instance_uid: str
+    series_instance_uid: str
+    series_number: int | None
+    modality: str
+    patient_id: str
+    patient_name: str  # a readable form of PN ("Given Family"); "" if absent
+    patient_birth_date: date | None
+    patient_sex: str  # "F", "M", "O" or ""
+    accession_number: str
+    study_date: date | None
+    series_description: str
+    slice_thickness: float | None
+    rows: int
+    columns: int
+    instances: tuple[
+        DicomInstance, ...
+    ]  # by location where all have one, else InstanceNumber, else as received
+
+
+def is_dicom(data: bytes) -> bool:
+    """A DICOM Part 10 file: a 128-byte preamble, then "DICM"."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def read_series(
+    files: Iterable[tuple[str, bytes]],
+    *,
+    max_slices: int,
+    min_side: int | None = None,
+    max_side: int | None = None,
+) -> list[DicomSeries]:
+    """Every file must be a DICOM Part 10 CT image with pixel data the portal can decode; grouped
+    by SeriesInstanceUID (in the order series first appear), each ordered. Raises DicomRefused on
+    the first problem, naming the file and saying what to do.
+
+    `min_side`/`max_side` default to the UPLOAD_MIN_SIDE/UPLOAD_MAX_SIDE settings.
+    """
+    low = int(min_side if min_side is not None else _setting("UPLOAD_MIN_SIDE"))
+    high = int(max_side if max_side is not None else _setting("UPLOAD_MAX_SIDE"))
+    groups: dict[str, _Group] = {}
+    seen: dict[str, str] = {}  # SOPInstanceUID -> the name of the file that carried it
+    for name, data in files:
+        try:
+            _read_file(name, data, groups, seen, max_slices=max_slices, min_side=low, max_side=high)
+        except DicomRefused:
+            raise
+        except BaseException as error:  # odd values in a damaged header, or a decoder's panic
+            if not _is_damage(error):
+                raise
+            raise DicomRefused(
+                f"{name}: the DICOM file is damaged and cannot be read ({type(error).__name__}: {error}). "
+                "Export it again from the PACS or scanner."
+            ) from error
+    return [group.series() for group in groups.values()]
+
+
+def _read_file(
+    name: str,
+    data: bytes,
+    groups: dict[str, _Group],
+    seen: dict[str, str],
+    *,
+    max_slices: int,
+    min_side: int,
+    max_side: int,
+) -> None:
+    """Check one file and add it to its series; the dataset goes when this returns."""
+    ds = _parse(name, data)
+    sop_uid, series_uid, study_uid = _uids(name, ds)
+    _check_image(name, ds, min_side=min_side, max_side=max_side)
+    if sop_uid in seen:
+        raise DicomRefused(
+            f"{name}: has the same SOPInstanceUID ({sop_uid}) as {seen[sop_uid]}; the image was "
+            "sent twice. Remove one copy and upload again."
+        )
+    seen[sop_uid] = name
+    group = groups.get(series_uid)
+    if group is None:
+        group = groups[series_uid] = _Group(_series_header(ds, study_uid, series_uid), name)
+    else:
+        _check_same_series(name, ds, group)
+    if len(group.instances) >= max_slices:
+        raise DicomRefused(
+            f"{name}: series {series_uid} has more than {max_slices} slices, the most one scan may "
+            "hold. Upload a thinner selection of the series (for example the lung reconstruction)."
+        )
+    group.instances.append(_instance(name, data, ds, sop_uid))
+
+
+def model_window(
+    instance: DicomInstance,
+    *,
+    default_center: float | None = None,
+    default_width: float | None = None,
+) -> tuple[float, float, str]:
+    """(center, width, source): the file's own first window where it has a sane one ("file"),
+    else the default ("default"; DICOM_DEFAULT_WINDOW_CENTER/WIDTH where not given)."""
+    if instance.window_center is not None and instance.window_width is not None:
+        return instance.window_center, instance.window_width, "file"
+    center = default_center if default_center is not None else _setting("DICOM_DEFAULT_WINDOW_CENTER")
+    width = default_width if default_width is not None else _setting("DICOM_DEFAULT_WINDOW_WIDTH")
+    return float(center), float(width), "default"
+
+
+def windowed(hounsfield: np.ndarray, center: float, width: float) -> np.ndarray:
+    """uint8 display/model input: DICOM's linear VOI LUT (PS3.3 C.11.2.1.2.1) onto 0..255, rounded.
+
+    Values at or below c - 0.5 - (w-1)/2 are 0, above c - 0.5 + (w-1)/2 are 255, and in between
+    ((x - (c - 0.5)) / (w - 1) + 0.5) × 255."""
+    if not (math.isfinite(center) and math.isfinite(width)) or width < 1:
+        raise ValueError(f"a window needs a finite centre and a width of at least 1, not {center}/{width}")
+    values = np.asarray(hounsfield, dtype=np.float64)
+    if width == 1:  # the formula's middle range is empty: a threshold
+        return np.where(values > center - 0.5, 255, 0).astype(np.uint8)
+    scaled = (values - (center - 0.5)) / (width - 1) + 0.5
+    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def syntax_name(transfer_syntax: str) -> str:
+    """ "JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80)", or the bare UID if unknown."""
+    uid = UID(transfer_syntax)
+    return f"{uid.name} ({uid})" if uid.is_transfer_syntax else f"{uid} (an unknown transfer syntax)"
+
+
+def can_decode(transfer_syntax: str) -> bool:
+    """Whether an installed pixel data plugin (pydicom's own, pylibjpeg and friends) decodes it."""
+    try:
+        return bool(get_decoder(UID(transfer_syntax)).is_available)
+    except NotImplementedError:  # pydicom has no decoder at all for this syntax
+        return False
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+class _Group:
+    """One series while its files arrive."""
+
+    def __init__(self, header: dict[str, Any], first_name: str) -> None:
+        self.header = header
+        self.first_name = first_name
+        self.instances: list[DicomInstance] = []
+
+    def series(self) -> DicomSeries:
+        return DicomSeries(**self.header, instances=tuple(_ordered(self.instances)))
+
+
+def _is_damage(error: BaseException) -> bool:
+    """An error a damaged file can cause, as opposed to one that must stop the process. Rust
+    decoders (pylibjpeg-rle) panic on some damaged streams, and pyo3's PanicException derives
+    from BaseException, so `except Exception` alone would let a bad upload crash the worker."""
+    if isinstance(error, MemoryError):
+        return False
+    return isinstance(error, Exception) or type(error).__name__ == "PanicException"
+
+
+def _setting(name: str) -> float:
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        return float(getattr(settings, name))
+    except (ImproperlyConfigured, AttributeError):
+        return _FALLBACKS[name]
+
+
+def _parse(name: str, data: bytes) -> Dataset:
+    if not is_dicom(data):
+        raise DicomRefused(f"{name}: is not a DICOM file ({_looks_like(data)}). {_NOT_DICOM_HINT}")
+    try:
+        return dcmread(BytesIO(data))  # never force: a file without a proper header is refused
+    except InvalidDicomError as error:
+        raise DicomRefused(f"{name}: is not a readable DICOM file ({error}). {_NOT_DICOM_HINT}") from error
+    except Exception as error:  # pydicom raises many kinds on damaged files
+        raise DicomRefused(
+            f"{name}: the DICOM file is damaged and cannot be read ({type(error).__name__}: {error}). "
+            "Export it again from the PACS or scanner."
+        ) from error
+
+
+_NOT_DICOM_HINT = "Upload DICOM Part 10 files as exported by the scanner or PACS, or a zip of them."
+
+
+def _looks_like(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "it is a JPEG image; upload slices as images separately"
+    if data.startswith(b"\x89PNG"):
+        return "it is a PNG image; upload slices as images separately"
+    if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "it is a zip archive"
+    if data.startswith(b"\x1f\x8b"):
+        return "it is a gzip archive; unpack it or zip it instead"
+    if len(data) < 132:
+        return f"only {len(data)} bytes"
+    return "no 'DICM' marker at byte 128; files without the Part 10 header are not accepted"
+
+
+def _uids(name: str, ds: Dataset) -> tuple[str, str, str]:
+    values = []
+    for keyword in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+        value = _text(ds, keyword)
+        if not value:
+            raise DicomRefused(
+                f"{name}: has no {keyword}, so it cannot be placed in a study. Export it again from the "
+                "PACS or scanner; anonymisers must keep (or replace) the UIDs."
+            )
+        values.append(value)
+    return values[0], values[1], values[2]
+
+
+def _check_image(name: str, ds: Dataset, *, min_side: int, max_side: int) -> None:
+    modality = _text(ds, "Modality")
+    if modality != "CT":
+        shown = f"Modality {modality}" if modality else "no Modality"
+        raise DicomRefused(f"{name}: is not a CT image ({shown}); only CT series can be read. Leave it out.")
+    sop_class = _text(ds, "SOPClassUID")
+    if sop_class in _MULTI_FRAME_CT:
+        raise DicomRefused(
+            f"{name}: is an {UID(sop_class).name} (multi-frame) object; export the series as classic "
+            "single-frame CT images (CT Image Storage) and upload again."
+        )
+    if sop_class != CTImageStorage:
+        shown = UID(sop_class).name if sop_class else "no SOPClassUID"
+        raise DicomRefused(
+            f"{name}: is a CT {shown} object, not a CT image (CT Image Storage); screenshots, dose reports "
+            "and other non-slice objects cannot be read. Leave it out."
+        )
+    if "LOCALIZER" in _image_type(ds):
+        raise DicomRefused(
+            f"{name}: is a localizer (scout) image, not an axial slice. Leave the scout series out."
+        )
+    if "PixelData" not in ds:
+        raise DicomRefused(f"{name}: has no pixel data (PixelData); there is no image to read. Leave it out.")
+    _check_pixels(name, ds, min_side=min_side, max_side=max_side)
+
+
+def _check_pixels(name: str, ds: Dataset, *, min_side: int, max_side: int) -> None:
+    frames = _integer(ds, "NumberOfFrames")
+    if frames is not None and frames > 1:
+        raise DicomRefused(
+            f"{name}: holds {frames} frames; only single-frame CT images can be read. Export the series "
+            "as one file per slice."
+        )
+    photometric = _text(ds, "PhotometricInterpretation")
+    if _integer(ds, "SamplesPerPixel") not in (None, 1) or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomRefused(
+            f"{name}: is a colour image ({photometric or 'no PhotometricInterpretation'}); CT slices are "
+            "greyscale. Export the original CT images, not screenshots."
+        )
+    rows, columns = _integer(ds, "Rows"), _integer(ds, "Columns")
+    if rows is None or columns is None:
+        raise DicomRefused(f"{name}: has no Rows/Columns; the file is incomplete. Export it again.")
+    if min(rows, columns) < min_side or max(rows, columns) > max_side:
+        raise DicomRefused(
+            f"{name}: is {columns}×{rows} pixels; slices must be between {min_side} and {max_side} pixels "
+            "on each side."
+        )
+    if "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        raise DicomRefused(
+            f"{name}: has no RescaleSlope/RescaleIntercept, so its values cannot be turned into "
+            "Hounsfield units. Export the original CT images from the scanner or PACS."
+        )
+    transfer_syntax = _text(ds.file_meta, "TransferSyntaxUID")
+    if not transfer_syntax:
+        raise DicomRefused(
+            f"{name}: its file meta information has no TransferSyntaxUID, so its pixels cannot be "
+            "decoded. Export it again."
+        )
+    if not can_decode(transfer_syntax):
+        raise DicomRefused(
+            f"{name}: is encoded as {syntax_name(transfer_syntax)}, which no installed decoder reads. "
+            "Export the series uncompressed (Explicit VR Little Endian) or as JPEG 2000 / JPEG-LS "
+            "lossless or RLE."
+        )
+
+
+def _series_header(ds: Dataset, study_uid: str, series_uid: str) -> dict[str, Any]:
+    return {
+        "study_instance_uid": study_uid,
+        "series_instance_uid": series_uid,
+        "series_number": _integer(ds, "SeriesNumber"),
+        "modality": _text(ds, "Modality"),
+        "patient_id": _text(ds, "PatientID"),
+        "patient_name": readable_name(ds.get("PatientName")),
+        "patient_birth_date": _date(ds, "PatientBirthDate"),
+        "patient_sex": _sex(ds),
+        "accession_number": _text(ds, "AccessionNumber"),
+        "study_date": _date(ds, "StudyDate"),
+        "series_description": _text(ds, "SeriesDescription"),
+        "slice_thickness": _number(ds, "SliceThickness"),
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+    }
+
+
+def _check_same_series(name: str, ds: Dataset, group: _Group) -> None:
+    header, first = group.header, group.first_name
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if (rows, columns) != (header["rows"], header["columns"]):
+        raise DicomRefused(
+            f"{name}: is {columns}×{rows} pixels but {first}, of the same series "
+            f"({header['series_instance_uid']}), is {header['columns']}×{header['rows']}; a series must "
+            "have one size. Export the series again or leave the odd file out."
+        )
+    if _text(ds, "StudyInstanceUID") != header["study_instance_uid"]:
+        raise DicomRefused(
+            f"{name}: belongs to series {header['series_instance_uid']} like {first} but names another "
+            "study (StudyInstanceUID); the files are inconsistent. Export the study again."
+        )
+    if _text(ds, "PatientID") != header["patient_id"]:
+        raise DicomRefused(
+            f"{name}: belongs to series {header['series_instance_uid']} like {first} but names another "
+            "patient (PatientID); the files are inconsistent. Export the study again."
+        )
+
+
+def _instance(name: str, data: bytes, ds: Dataset, sop_uid: str) -> DicomInstance:
+    transfer_syntax = _text(ds.file_meta, "TransferSyntaxUID")
+    try:
+        stored = ds.pixel_array
+    except BaseException as error:  # plugins raise many kinds on damaged streams
+        if not _is_damage(error):
+            raise
+        raise DicomRefused(
+            f"{name}: its pixel data ({syntax_name(transfer_syntax)}) cannot be decoded "
+            f"({type(error).__name__}: {error}). Export it again, uncompressed if possible."
+        ) from error
+    if stored.shape != (int(ds.Rows), int(ds.Columns)):
+        raise DicomRefused(
+            f"{name}: its pixel data has shape {stored.shape}, not Rows×Columns; the file is damaged. "
+            "Export it again."
+        )
+    hounsfield = _to_hounsfield(stored, _number(ds, "RescaleSlope"), _number(ds, "RescaleIntercept"), name)
+    hounsfield.setflags(write=False)
+    center, width = _window(ds)
+    return DicomInstance(
+        name=name,
+        sop_instance_uid=sop_uid,
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        instance_number=_integer(ds, "InstanceNumber"),
+        location=_location(ds),
+        hounsfield=hounsfield,
+        window_center=center,
+        window_width=width,
+        source_sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+    )
+
+
+def _to_hounsfield(stored: np.ndarray, slope: float | None, intercept: float | None, name: str) -> np.ndarray:
+    if slope is None or intercept is None or slope == 0:
+        raise DicomRefused(
+            f"{name}: its RescaleSlope/RescaleIntercept ({slope}/{intercept}) are not usable numbers, so "
+            "its values cannot be turned into Hounsfield units. Export the original CT images."
+        )
+    if slope == 1 and intercept == int(intercept):  # the usual case: exact integer arithmetic
+        values = stored.astype(np.int32) + int(intercept)
+    else:
+        values = np.rint(stored.astype(np.float64) * slope + intercept)
+    return np.clip(values, _INT16_MIN, _INT16_MAX).astype(np.int16)
+
+
+def _ordered(instances: list[DicomInstance]) -> list[DicomInstance]:
+    if all(instance.location is not None for instance in instances):
+        return sorted(
+            instances,
+            key=lambda i: (i.location, i.instance_number is None, i.instance_number or 0),
+        )
+    if all(instance.instance_number is not None for instance in instances):
+        return sorted(instances, key=lambda i: i.instance_number or 0)
+    return list(instances)
+
+
+def _location(ds: Dataset) -> float | None:
+    position = _numbers(ds, "ImagePositionPatient", 3)
+    orientation = _numbers(ds, "ImageOrientationPatient", 6)
+    if position is None or orientation is None:
+        return None
+    normal = np.cross(orientation[:3], orientation[3:])
+    if not np.any(normal):
+        return None
+    return float(np.dot(position, normal))
+
+
+def _window(ds: Dataset) -> tuple[float | None, float | None]:
+    center, width = _first_number(ds, "WindowCenter"), _first_number(ds, "WindowWidth")
+    if center is None or width is None or width < 1:  # PS3.3 C.11.2.1.2.1: width >= 1
+        return None, None
+    return center, width
+
+
+def readable_name(value: object) -> str:
+    """A PersonName as people write it: "Jane Roe" for "Roe^Jane"; the raw form where unusual."""
+    if value is None:
+        return ""
+    raw = str(value).strip()
+    alphabetic = raw.split("=")[0]
+    parts = [part.strip() for part in alphabetic.split("^")]
+    if not alphabetic or len(parts) > 5:
+        return " ".join(raw.replace("^", " ").replace("=", " ").split())
+    parts += [""] * (5 - len(parts))
+    family, given, middle, prefix, suffix = parts
+    return " ".join(part for part in (prefix, given, middle, family, suffix) if part)
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    return str(value).strip().replace("\x00", "")
+
+
+def _integer(ds: Dataset, keyword: str) -> int | None:
+    number = _number(ds, keyword)
+    return int(number) if number is not None and number == int(number) else None
+
+
+def _number(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _first_number(ds: Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        value = [value]
+    for item in value:
+        try:
+            number = float(item)
+        except (TypeError, ValueError):
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _numbers(ds: Dataset, keyword: str, count: int) -> np.ndarray | None:
+    value = ds.get(keyword)
+    try:
+        numbers = np.array([float(item) for item in value], dtype=np.float64) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    if numbers is None or numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
+        return None
+    return numbers
+
+
+def _image_type(ds: Dataset) -> list[str]:
+    value = ds.get("ImageType")
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [str(item).strip().upper() for item in items]
+
+
+def _date(ds: Dataset, keyword: str) -> date | None:
+    value = _text(ds, keyword)
+    for pattern in ("%Y%m%d", "%Y.%m.%d"):  # the second is ACR-NEMA's, still seen in old archives
+        try:
+            return datetime.strptime(value, pattern).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _sex(ds: Dataset) -> str:
+    value = _text(ds, "PatientSex").upper()
+    return value if value in ("F", "M", "O") else ""
