@@ -95,3 +95,7 @@ class ResultExport(models.Model):
 
     def __str__(self) -> str:
         return f"SR of prediction {self.prediction_id} ({self.state})"
+
+    @property
+    def audit_patient_id(self) -> int:
+        return self.prediction.scan.patient_id

@@ -337,3 +337,28 @@ def test_task_retries_until_the_attempts_run_out(no_pacs, dicom_prediction):
 
     export.refresh_from_db()
     assert (export.state, export.attempts) == (ResultExport.State.FAILED, 3)
+
+
+def test_an_admin_redelivers_a_failed_report(
+    admin_client, patient, settings, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from pacs.models import ResultExport as Export
+
+    prediction = finished_prediction(dicom_scan(patient))
+    export = Export.objects.create(
+        prediction=prediction, sop_instance_uid="1.2.3.4", state="failed", attempts=10
+    )
+    changelist = reverse("admin:pacs_resultexport_changelist")
+    settings.PACS_STOW_URL = ""
+    settings.PACS_CSTORE = ""
+    refused = admin_client.post(
+        changelist, {"action": "redeliver", "_selected_action": [export.pk]}, follow=True
+    )
+    assert "No PACS destination is configured" in refused.content.decode()
+    settings.PACS_STOW_URL = "http://127.0.0.1:9/dicom-web/"
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        admin_client.post(changelist, {"action": "redeliver", "_selected_action": [export.pk]})
+    export.refresh_from_db()
+    assert (export.state, export.attempts, len(sent)) == ("pending", 0, 1)
