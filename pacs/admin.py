@@ -1,8 +1,6 @@
 """Admin: which senders may send studies (per care team), what waits for a patient, and where each
 result went back (with a manual redelivery)."""
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -56,4 +54,3 @@ class ResultExportAdmin(RecordAdmin):
             result_export_enqueue(export.prediction)
             trail.record_object(trail.Action.CHANGE, export, detail="delivery to the PACS requested again")
         self.message_user(request, f"{queryset.count()} report(s) queued for delivery.")
-
