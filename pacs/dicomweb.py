@@ -37,6 +37,7 @@ class StowRsView(APIView):
     `?team=<id>` when in several); each series goes to the team's patient whose MRN is its
     PatientID, or waits in the unmatched list."""
 
+    schema = None  # DICOMweb is its own standard (PS3.18), not part of the portal's OpenAPI contract
     parser_classes: list[Any] = []  # the body is read here, as a stream
     renderer_classes = [DicomJsonRenderer, renderers.JSONRenderer]  # PACS ask for application/dicom+json
 

@@ -60,12 +60,18 @@ def upload_files(files: Sequence[IO[bytes]]) -> list[tuple[str, bytes]] | None:
         data = upload.read(settings.DICOM_MAX_SERIES_BYTES + 1)
         contents.append((display_name(getattr(upload, "name", "")), data))
         upload.seek(0)
-    kinds = {_kind(data) for _, data in contents}
-    if kinds <= {"image"}:
+    kinds = {name: _kind(data) for name, data in contents}
+    if set(kinds.values()) <= {"image"}:
         return None
-    if "image" in kinds:
+    if "image" in kinds.values():
+        odd = ", ".join(name for name, kind in kinds.items() if kind != "image")
         raise UploadError(
-            {"files": ["Send either DICOM files (.dcm or a .zip of them) or JPEG/PNG slices, not both."]}
+            {
+                "files": [
+                    f"{odd}: DICOM (or a zip), sent with JPEG/PNG slices. Send either DICOM files "
+                    "(.dcm or a .zip of them) or JPEG/PNG slices, not both."
+                ]
+            }
         )
     unpacked: list[tuple[str, bytes]] = []
     for name, data in contents:

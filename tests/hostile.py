@@ -171,7 +171,7 @@ def corpus(max_file_bytes: int) -> list[tuple[str, bytes, str]]:
         ("scan.tiff", _encode("TIFF"), "not a jpeg or png"),
         ("photo.webp", _encode("WEBP"), "not a jpeg or png"),
         ("report.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "not a jpeg or png"),
-        ("archive.png", b"PK\x03\x04" + b"\x00" * 60, "not a jpeg or png"),
+        ("archive.png", b"PK\x03\x04" + b"\x00" * 60, "zip"),
         ("program.jpg", b"MZ\x90\x00" + b"\x00" * 200, "not a jpeg or png"),
         ("elf.png", b"\x7fELF" + b"\x00" * 100, "not a jpeg or png"),
         ("polyglot-zip.png", png + b"PK\x03\x04" + b"\x00" * 40, "extra data after the image"),

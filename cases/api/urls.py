@@ -27,5 +27,5 @@ urlpatterns = [
     path("audit/", AuditEntryList.as_view(), name="audit"),
     path("agreement/", views.AgreementView.as_view(), name="agreement"),
     path("", include(router.urls)),
-    re_path(r"^(?P<path>(?s:.*))$", views.api_not_found),  # (?s): a newline in the path is no escape to HTML
+    re_path(r"^(?P<path>[\s\S]*)$", views.api_not_found),  # [\s\S]: a newline is no escape to HTML
 ]
