@@ -45,6 +45,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if settings.PRODUCTION:  # a known login with a printed password has no place there
+            self.stdout.write("Production: no demo account is made; add users with manage.py add_user.")
+            return
         with transaction.atomic():
             user, created = get_user_model().objects.get_or_create(username=USERNAME)
             password = None
