@@ -147,4 +147,5 @@ def test_production_gets_no_demo_account(settings, db):
     settings.PRODUCTION = True
     out = StringIO()
     call_command("demo_account", stdout=out)
-    assert "no demo account" in out.getvalue() and not get_user_model().objects.filter(username="demo").exists()
+    assert "no demo account" in out.getvalue()
+    assert not get_user_model().objects.filter(username="demo").exists()
