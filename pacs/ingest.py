@@ -30,6 +30,7 @@ from .pixels import hounsfield_png
 from .reading import DicomInstance, DicomRefused, DicomSeries, is_dicom, model_window, read_series, windowed
 
 ZIP_MAGIC = b"PK\x03\x04"
+HEAD_BYTES = 132  # a DICOM Part 10 file says "DICM" at 128
 
 
 @dataclass(frozen=True)
@@ -54,17 +55,15 @@ class PreparedSlice:
 def upload_files(files: Sequence[IO[bytes]]) -> list[tuple[str, bytes]] | None:
     """The (name, bytes) of a DICOM upload (.dcm files, zips of them), or None for JPEG/PNG slices.
     A mix of both is refused: a study is one or the other."""
-    contents: list[tuple[str, bytes]] = []
-    for upload in files:
+    kinds = {}
+    for upload in files:  # by their first bytes: JPEG/PNG slices are not read here at all
         upload.seek(0)
-        data = upload.read(settings.DICOM_MAX_SERIES_BYTES + 1)
-        contents.append((display_name(getattr(upload, "name", "")), data))
+        kinds[upload] = _kind(upload.read(HEAD_BYTES))
         upload.seek(0)
-    kinds = {name: _kind(data) for name, data in contents}
     if set(kinds.values()) <= {"image"}:
         return None
     if "image" in kinds.values():
-        odd = ", ".join(name for name, kind in kinds.items() if kind != "image")
+        odd = ", ".join(display_name(getattr(u, "name", "")) for u, kind in kinds.items() if kind != "image")
         raise UploadError(
             {
                 "files": [
@@ -73,6 +72,16 @@ def upload_files(files: Sequence[IO[bytes]]) -> list[tuple[str, bytes]] | None:
                 ]
             }
         )
+    contents, total = [], 0
+    for upload in files:
+        data = upload.read(settings.DICOM_MAX_SERIES_BYTES + 1 - total)
+        total += len(data)
+        if total > settings.DICOM_MAX_SERIES_BYTES:
+            raise DicomRefused(
+                f"The upload holds more than {settings.DICOM_MAX_SERIES_BYTES // 1024**2} MB of DICOM; "
+                "send the study in parts."
+            )
+        contents.append((display_name(getattr(upload, "name", "")), data))
     unpacked: list[tuple[str, bytes]] = []
     for name, data in contents:
         if _kind(data) == "zip":

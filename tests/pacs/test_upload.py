@@ -196,3 +196,10 @@ def _png():
     buffer = io.BytesIO()
     Image.fromarray(np.tile(np.arange(128, dtype=np.uint8), (128, 1))).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_an_upload_past_the_dicom_byte_limit_is_refused(alice, mrn_patient, settings):
+    settings.DICOM_MAX_SERIES_BYTES = 600_000  # two 512×512 slices hold ~1 MB
+    response = upload_api(alice, mrn_patient, dicom_uploads(ct_series(dataset_slices(2))))
+    assert response.status_code == 400 and "send the study in parts" in response.json()["errors"]["files"][0]
+    assert not Scan.objects.exists()
