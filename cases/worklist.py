@@ -23,7 +23,7 @@ from django.db.models import (
 from django.forms import DateInput
 
 from . import selectors
-from .models import Prediction, Review, Scan
+from .models import Prediction, Review, Scan, Slice
 
 STATES = [
     ("queued", "Queued"),
@@ -58,7 +58,16 @@ def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
             ai_label=Subquery(to_read.values("label")[:1]),
             finding=Subquery(to_read.values("finding")[:1]),
             not_assessable_slices=Subquery(to_read.values("not_assessable_slices")[:1]),
-            slice_count=Count("slices", distinct=True),
+            # A subquery, not Count("slices"): an aggregate would GROUP BY every annotation, joining
+            # each scan's slices first, and the paginator's COUNT(*) would compute them all too.
+            slice_count=Subquery(
+                Slice.objects.filter(scan=OuterRef("pk"))
+                .order_by()
+                .values("scan")
+                .annotate(count=Count("pk"))
+                .values("count"),
+                output_field=IntegerField(),
+            ),
         )
         .annotate(
             reading=Case(
@@ -81,8 +90,10 @@ def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
             ),
         )
         .annotate(
+            # Read (final or amended) is "a current reading exists": one lookup per scan to sort by,
+            # where testing `reading` would run both of its EXISTS for every scan of the team.
             unread_first=Case(
-                When(reading="unread", then=Value(0)), default=Value(1), output_field=IntegerField()
+                When(Exists(current), then=Value(1)), default=Value(0), output_field=IntegerField()
             ),
         )
         .order_by("unread_first", F("suspicion").desc(nulls_last=True), "-study_date", "-id")

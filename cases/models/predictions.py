@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -97,6 +97,12 @@ class Prediction(Probabilities):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # A scan's (and through it a patient's) latest prediction: the worklist's prediction to
+            # read, the patient list's latest result, the scan page's predictions in order.
+            models.Index("scan", F("created_at").desc(), F("id").desc(), name="prediction_scan_latest"),
+            models.Index(F("created_at").desc(), F("id").desc(), name="prediction_created"),  # default order
+        ]
         constraints = [
             # A scan is classified once per model version: a failure is re-run in place.
             models.UniqueConstraint(fields=["scan", "model_version"], name="prediction_once_per_model"),

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -54,6 +55,10 @@ class Patient(models.Model):
 
     class Meta:
         ordering = ["name", "id"]
+        indexes = [
+            # The patient list: a team's patients by name, paged (the order an index scan keeps).
+            models.Index(fields=["team", "name", "id"], name="patient_team_name"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["team", "mrn"],
@@ -130,6 +135,19 @@ class Scan(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # The patient page and history: a patient's studies, the latest study date first.
+            models.Index(
+                "patient",
+                F("study_date").desc(),
+                F("created_at").desc(),
+                F("id").desc(),
+                name="scan_patient_study",
+            ),
+            # The worklist's study_from / study_to filters and its study-date order.
+            models.Index(F("study_date").desc(), F("id").desc(), name="scan_study_date"),
+            models.Index(F("created_at").desc(), F("id").desc(), name="scan_created"),  # the default order
+        ]
 
     def __str__(self) -> str:
         return f"Scan {self.pk} of {self.study_date:%Y-%m-%d}"

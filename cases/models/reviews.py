@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .predictions import Prediction
@@ -42,6 +42,12 @@ class Review(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # A prediction's current reading, the newest first (the worklist's reading columns).
+            models.Index(
+                "prediction", F("created_at").desc(), F("id").desc(), name="review_prediction_latest"
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["prediction", "reviewer"],
