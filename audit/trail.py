@@ -189,6 +189,6 @@ def channel_of(request: HttpRequest | None) -> str:
     namespace = match.namespaces[0] if match is not None and match.namespaces else ""
     if namespace == ADMIN_NAMESPACE:
         return Channel.ADMIN
-    if namespace in (API_NAMESPACE, DICOMWEB_NAMESPACE):
+    if namespace in (API_NAMESPACE, DICOMWEB_NAMESPACE, "fhir"):
         return Channel.API
     return Channel.PAGE

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from django.http import HttpRequest, JsonResponse
 
-API_PATH_PREFIX = "/api/"
+API_PATH_PREFIX = ("/api/", "/dicomweb/", "/fhir/")  # token-authenticated integrations: JSON answers
 
 
 def is_api_request(request: HttpRequest) -> bool:

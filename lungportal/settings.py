@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "inference",
     "cases",
     "pacs",
+    "fhir_api",
+    "webhooks",
     "health",
 ]
 
@@ -125,6 +127,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so that a Celery worker started by the tests sees the same data.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # JIT compiling took 5.9 s of the worklist's 6.2 s at 1,000 patients; without it, 17 ms
+    # (docs/benchmarks.md). Our queries are short OLTP ones: never worth compiling.
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -256,6 +262,10 @@ CELERY_BEAT_SCHEDULE = {
     "report-orphan-media": {
         "task": "cases.tasks.media_sweep",
         "schedule": timedelta(hours=envint("MEDIA_SWEEP_HOURS", 24, minimum=1)),
+    },
+    "resend-due-webhooks": {
+        "task": "webhooks.tasks.deliveries_sweep",
+        "schedule": timedelta(seconds=envint("WEBHOOK_SWEEP_SECONDS", 60, minimum=1)),
     },
 }
 
@@ -405,3 +415,18 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "timed"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# Webhooks (webhooks/): signed events to endpoints that admins register per care team.
+# Attempts per delivery: waits of 30 s doubling to at most an hour, so 15 attempts span about 8 h.
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 15, minimum=1)
+# An endpoint whose deliveries end failed (every attempt used) this many times in a row is disabled
+# and the admins are told; a delivery that succeeds resets the count.
+WEBHOOK_DISABLE_AFTER = envint("WEBHOOK_DISABLE_AFTER", 5, minimum=1)
+WEBHOOK_TIMEOUT_SECONDS = envint("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# Where receivers reach the portal: the links in event payloads are absolute under it.
+PORTAL_BASE_URL = os.environ.get("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# FHIR R4, read-only at /fhir/: the system of the MRN identifier, and search pages (_count).
+FHIR_MRN_SYSTEM = os.environ.get("FHIR_MRN_SYSTEM", "urn:lungportal:mrn")
+FHIR_PAGE_SIZE = envint("FHIR_PAGE_SIZE", 20, minimum=1)
+FHIR_MAX_PAGE_SIZE = envint("FHIR_MAX_PAGE_SIZE", 100, minimum=1)

@@ -40,6 +40,7 @@ urlpatterns = [
         name="api-docs",
     ),
     path("dicomweb/", include("pacs.dicomweb_urls")),
+    path("fhir/", include("fhir_api.urls")),
     path("", include("pacs.urls")),
     path("", include("cases.urls")),
 ]

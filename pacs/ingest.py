@@ -24,6 +24,7 @@ from cases.models import Patient, Prediction, Scan, Slice
 from cases.services.predictions import active_version, enqueue_on_commit
 from cases.services.storage import file_save, files_delete
 from cases.services.uploads import THUMBNAIL_SIZE, UploadError, display_name, scan_upload
+from webhooks.events import emit
 
 from .archive import unpack_zip
 from .pixels import hounsfield_png
@@ -195,6 +196,7 @@ def series_store(
                     f"prediction {prediction.pk} queued",
                 )
                 enqueue_on_commit(prediction.pk)
+                emit("study.received", team=patient.team, subject=scan)
     except BaseException:
         files_delete(stored)
         raise

@@ -12,6 +12,7 @@ PUBLIC = {
     "admin/logout/",
     "healthz",  # load balancers; states only, no patient data
     "api/v1/auth/token/",  # exchanges credentials for a token
+    "fhir/metadata",  # FHIR's CapabilityStatement: clients read it before they authenticate; no data
     "api/v1/^(?P<path>[\\s\\S]*)$",  # the API's own 404 for unknown paths: no data
 }
 
@@ -58,6 +59,10 @@ def test_every_url_needs_login_unless_public(client, pattern):
     if path.startswith(("/api/v1/", "/dicomweb/")):  # token-authenticated integrations
         assert response.status_code == 401, (pattern, path, response.status_code)
         assert set(response.json()) == {"detail", "errors"}
+        return
+    if path.startswith("/fhir/"):  # FHIR R4: token-authenticated, every error an OperationOutcome
+        assert response.status_code == 401, (pattern, path, response.status_code)
+        assert response.json()["resourceType"] == "OperationOutcome"
         return
     if path.startswith("/admin/"):
         assert response.status_code in (302, 404), pattern

@@ -26,6 +26,7 @@ urlpatterns = [
     path("worklist/", views.WorklistView.as_view(), name="worklist"),
     path("audit/", AuditEntryList.as_view(), name="audit"),
     path("agreement/", views.AgreementView.as_view(), name="agreement"),
+    path("webhooks/", include("webhooks.api_urls")),
     path("", include(router.urls)),
     re_path(r"^(?P<path>[\s\S]*)$", views.api_not_found),  # [\s\S]: a newline is no escape to HTML
 ]

@@ -26,6 +26,7 @@ from inference.preprocessing import ImageDecodeError, inspect, named_probabiliti
 from inference.services import model_version_predictor
 from inference.study import StudyResult, study_result
 from pacs.services import result_export_enqueue
+from webhooks.events import emit
 
 from ..models import Prediction, Slice, SliceResult
 from .storage import file_save, files_delete, slice_intact
@@ -202,9 +203,12 @@ def _our_run(prediction: Prediction) -> QuerySet[Prediction]:
 
 
 def _prediction_fail(prediction: Prediction, reason: str) -> None:
-    _our_run(prediction).update(
-        status=Prediction.Status.FAILED, error=reason[:2000], finished_at=timezone.now()
-    )
+    with transaction.atomic():
+        failed = _our_run(prediction).update(
+            status=Prediction.Status.FAILED, error=reason[:2000], finished_at=timezone.now()
+        )
+        if failed:
+            emit("prediction.failed", team=prediction.scan.patient.team, subject=prediction)
 
 
 def _prediction_release(prediction: Prediction) -> None:
@@ -235,4 +239,6 @@ def _prediction_store(prediction: Prediction, results: list[SliceResult], outcom
         current.inference_seconds = outcome.inference_seconds
         current.save()
         result_export_enqueue(current)  # a DICOM study's SR, sent to the PACS after the commit
+        event = "prediction.succeeded" if current.has_result else "prediction.not_assessable"
+        emit(event, team=current.scan.patient.team, subject=current)
     return True

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from audit import trail
 from inference.preprocessing import CLASS_NAMES
 from inference.study import MALIGNANT
+from webhooks.events import emit
 
 from ..models import Prediction, Review
 
@@ -56,6 +57,11 @@ def review_submit(
                 detail=f"corrects review {supersedes}"
                 if supersedes
                 else f"{verdict} on prediction {prediction.pk}",
+            )
+            emit(
+                "review.amended" if review.supersedes_id else "review.signed",
+                team=prediction.scan.patient.team,
+                subject=review,
             )
     except IntegrityError:  # a double submit, or two corrections of the same review
         if supersedes:

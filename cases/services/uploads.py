@@ -28,6 +28,7 @@ from inference.preprocessing import (
     image_end,
     inspect,
 )
+from webhooks.events import emit
 
 from ..models import Patient, Prediction, Scan, Slice
 from .predictions import active_version, enqueue_on_commit
@@ -259,6 +260,7 @@ def scan_upload(
                 detail=f"{len(checked)} slice(s); prediction {prediction.pk} queued",
             )
             enqueue_on_commit(prediction.pk)
+            emit("study.received", team=patient.team, subject=scan)
     except BaseException:
         files_delete(stored)
         raise
