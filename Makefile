@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 export LUNGPORTAL_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install setup run worker test lint clean viewer
+.PHONY: install setup run worker test lint clean viewer bench
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,8 @@ clean:
 # The slice viewer's bundle (static/viewer/, committed): only when viewer/ changes; needs Node 20.
 viewer:
 	cd viewer && npm ci && npm run build
+
+# Speed, measured side by side in one run: writes docs/benchmarks.md (about half an hour on 2 cores;
+# seeds its own data; PostgreSQL for the pages part: DATABASE_URL or postgres@127.0.0.1).
+bench: install
+	$(BIN)/python -m bench
