@@ -38,6 +38,7 @@ class Predictor:
         *,
         expected_hashes: Mapping[str, str] | None = None,
         batch_size: int | None = None,
+        runtime: str | None = None,
     ) -> None:
         from .runtime import configure_tensorflow
 
@@ -70,6 +71,12 @@ class Predictor:
             input_signature=[spec],
         )
         self._gradcam, self.conv_layer = _gradcam_function(members[0], spec, self.image_size)
+        self.runtime = str(runtime or _setting("INFERENCE_RUNTIME", "tflite"))
+        self._lite = None
+        if self.runtime == "tflite":
+            from .lite import LiteEnsemble
+
+            self._lite = LiteEnsemble(members, threads=int(_setting("TF_INTRA_OP_THREADS", 2)) or None)
 
     def __repr__(self) -> str:
         return f"<Predictor {self.name} {self.sha256[:12]}>"
@@ -92,11 +99,17 @@ class Predictor:
             return np.zeros((0, len(CLASS_NAMES)), dtype=np.float64)
         batch = self._as_batch(images)
         outputs = [
-            self._forward(batch[start : start + self.batch_size]).numpy()
+            self._forward_batch(batch[start : start + self.batch_size])
             for start in range(0, len(batch), self.batch_size)
         ]
         probabilities = np.concatenate(outputs, axis=0).astype(np.float64)
         return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    def _forward_batch(self, batch: np.ndarray) -> np.ndarray:
+        """One batch through the members: TFLite where it serves (INFERENCE_RUNTIME), else Keras."""
+        if self._lite is not None:
+            return self._lite.forward(batch)
+        return np.asarray(self._forward(batch).numpy())
 
     def predict(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Calibrated probabilities (n, 3), columns in CLASS_NAMES order, rows summing to 1; the

@@ -291,6 +291,11 @@ INFERENCE_WEIGHTS_DIR = Path(
 INFERENCE_BATCH_SIZE = envint("INFERENCE_BATCH_SIZE", 16, minimum=1)
 # Grad-CAM heatmaps for this many of a study's most suspicious slices (each costs a pass).
 INFERENCE_HEATMAP_SLICES = envint("INFERENCE_HEATMAP_SLICES", 16, minimum=0)
+# The forward pass: "tflite" (converted at load from the same weights; 2.3× Keras here, equal within
+# 1e-4: docs/benchmarks.md) or "keras".
+INFERENCE_RUNTIME = os.environ.get("INFERENCE_RUNTIME", "tflite")
+if INFERENCE_RUNTIME not in ("tflite", "keras"):
+    raise ImproperlyConfigured(f"INFERENCE_RUNTIME must be tflite or keras, not {INFERENCE_RUNTIME!r}")
 
 # DICOM in and out (pacs/)
 DICOM_AE_TITLE = os.environ.get("DICOM_AE_TITLE", "LUNGPORTAL")[:16]
