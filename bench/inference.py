@@ -10,15 +10,12 @@ run in fresh subprocesses (`python -m bench.inference --child ...`).
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import os
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -360,41 +357,21 @@ def _xla_predictor(predictor: Any) -> Callable[[Sequence[np.ndarray]], np.ndarra
 
 
 def _lite_predictor(predictor: Any) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
-    """Every member converted to TFLite from the loaded Keras weights (TensorFlow's own converter
-    and interpreter with XNNPACK: no new dependency), run in the serving batch size with the
-    serving thread count; averaged and calibrated like the Predictor."""
-    import tensorflow as tf
+    """The serving code's TFLite ensemble (inference.lite), averaged and calibrated like the
+    Predictor, in the serving batch size."""
     from django.conf import settings
 
     from inference.calibration import apply_temperature
+    from inference.lite import LiteEnsemble
 
-    threads = int(settings.TF_INTRA_OP_THREADS) or None
-    interpreters = []
-    for member in predictor.members:
-        # The converter prints the exported signature; not part of the report.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            flat = tf.lite.TFLiteConverter.from_keras_model(member).convert()
-            interpreters.append(tf.lite.Interpreter(model_content=flat, num_threads=threads))
-    shapes: dict[int, int] = {}
-
-    def forward(batch: np.ndarray) -> np.ndarray:
-        total = np.zeros((len(batch), 3), dtype=np.float64)
-        for index, interpreter in enumerate(interpreters):
-            entry = interpreter.get_input_details()[0]["index"]
-            if shapes.get(index) != len(batch):
-                interpreter.resize_tensor_input(entry, list(batch.shape))
-                interpreter.allocate_tensors()
-                shapes[index] = len(batch)
-            interpreter.set_tensor(entry, batch)
-            interpreter.invoke()
-            total += interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-        return total / len(interpreters)
+    lite = LiteEnsemble(predictor.members, threads=int(settings.TF_INTRA_OP_THREADS) or None)
 
     def predict(inputs: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.asarray(inputs, dtype=np.float32)
         size = predictor.batch_size
-        raw = np.concatenate([forward(batch[start : start + size]) for start in range(0, len(batch), size)])
+        raw = np.concatenate(
+            [lite.forward(batch[start : start + size]) for start in range(0, len(batch), size)]
+        )
         return apply_temperature(raw / raw.sum(axis=1, keepdims=True), predictor.temperature)
 
     return predict

@@ -143,10 +143,9 @@ FINDINGS = (
     "slice, evaluated each subquery three times per scan and made the paginator's COUNT(*) compute them "
     "all) and sorts read/unread on one EXISTS; the patient list fetches its page of patients first and "
     "their latest predictions in one more query for those 25 only, so a late page costs what the first "
-    "does. Measured at 1,000 patients (EXPLAIN ANALYZE, the worklist's SQL): 6.2 s before (5.9 s of "
-    "it PostgreSQL's JIT compiling a plan costed at 1.4 million), 0.7 s after, 17 ms after with "
-    "jit=off; under load the worklist page went from p50 25 s to 0.6 s. Absolute times drift with "
-    "the machine's other load; compare rows of one run."
+    "does; PostgreSQL runs without JIT (settings). The before/after measurements of these changes "
+    "were one-off runs of code that no longer exists: they are in commit b6981c7's issue note, not "
+    "here. Absolute times drift with the machine's other load; compare rows of one run."
 )
 
 

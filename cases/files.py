@@ -4,7 +4,6 @@ recorded at upload is refused (409) and the mismatch recorded instead."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 from django.core.files.storage import default_storage
@@ -43,13 +42,7 @@ def slice_hounsfield_response(item: Slice) -> FileResponse | JsonResponse:
     if not item.hounsfield:
         raise Http404("This slice has no Hounsfield units (it was not a DICOM image).")
     content = _file_bytes(item.hounsfield.name)
-    if hashlib.sha256(content).hexdigest() != item.hounsfield_sha256:
-        trail.record_object(
-            trail.Action.INTEGRITY,
-            item,
-            outcome=trail.Outcome.FAILED,
-            detail="Not served: the Hounsfield file's SHA-256 differs from the one recorded at upload",
-        )
+    if not slice_intact(item, content, use="served (its Hounsfield file)", expected=item.hounsfield_sha256):
         return error_response(TAMPERED_MESSAGE, status=409)
     trail.read(item, object_type="hounsfield")
     values = hounsfield_from_png(content).astype("<i2").tobytes()
@@ -83,10 +76,12 @@ def _private_file_response(name: str, content_type: str, download_name: str) -> 
     return _private_response(handle, content_type, download_name)
 
 
-def _private_response(handle: object, content_type: str, download_name: str) -> FileResponse:
+def _private_response(
+    handle: object, content_type: str, download_name: str, *, disposition: str = "inline"
+) -> FileResponse:
     response = FileResponse(handle, content_type=content_type)
     # Our own name, never the client's; inline so that browsers show the image.
-    response["Content-Disposition"] = f'inline; filename="{download_name}"'
+    response["Content-Disposition"] = f'{disposition}; filename="{download_name}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -101,7 +96,9 @@ def structured_report_response(prediction: Prediction) -> FileResponse | JsonRes
             "The prediction has no result yet; its report follows when it succeeds.", status=409
         )
     trail.read(prediction, object_type="structured_report")
-    response = FileResponse(io.BytesIO(result_export_bytes(prediction)), content_type="application/dicom")
-    response["Content-Disposition"] = f'attachment; filename="prediction-{prediction.pk}-sr.dcm"'
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return _private_response(
+        io.BytesIO(result_export_bytes(prediction)),
+        "application/dicom",
+        f"prediction-{prediction.pk}-sr.dcm",
+        disposition="attachment",
+    )

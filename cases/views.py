@@ -176,12 +176,12 @@ def patient_compare(request: HttpRequest, pk: int) -> HttpResponse:
     for scan in (form.cleaned_data["a"], form.cleaned_data["b"]):
         trail.read(scan)
         prediction = _prediction_to_read(list(scan.predictions.all()))
-        key = _key_slices(scan, prediction, COMPARE_KEY_SLICES)
+        key = _key_slices(prediction, COMPARE_KEY_SLICES)
         columns.append({"scan": scan, "prediction": prediction, "key_slices": key})
     return render(request, "cases/patient_compare.html", {"patient": patient, "columns": columns})
 
 
-def _key_slices(scan: Scan, prediction: Prediction | None, count: int) -> list[SliceResult]:
+def _key_slices(prediction: Prediction | None, count: int) -> list[SliceResult]:
     """The prediction's most suspicious slice results (heatmaps included)."""
     if prediction is None:
         return []
@@ -286,7 +286,7 @@ def scan_report(request: HttpRequest, pk: int) -> HttpResponse:
         "scan": scan,
         "patient": scan.patient,
         "prediction": prediction,
-        "key_slices": _key_slices(scan, prediction, REPORT_KEY_SLICES),
+        "key_slices": _key_slices(prediction, REPORT_KEY_SLICES),
         "aggregation_rule": Prediction.AGGREGATION_RULE,
     }
     return render(request, "cases/scan_report.html", context)

@@ -128,8 +128,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that a Celery worker started by the tests sees the same data.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # JIT compiling took 5.9 s of the worklist's 6.2 s at 1,000 patients; without it, 17 ms
-    # (docs/benchmarks.md). Our queries are short OLTP ones: never worth compiling.
+    # Our queries are short OLTP ones: JIT compiling cost more than it saved (one-off EXPLAIN
+    # ANALYZE of the worklist at 1,000 patients, before commit b6981c7: most of its 6 s was JIT).
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

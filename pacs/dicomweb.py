@@ -114,16 +114,19 @@ def _body(request: HttpRequest, limit: int) -> bytes | None:
     while chunk := stream.read(READ_CHUNK):
         size += len(chunk)
         if size > limit:
-            while stream.read(READ_CHUNK):
-                pass
+            _drain(stream)
             return None
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _drained(request: HttpRequest, response: JsonResponse) -> JsonResponse:
-    while request.read(READ_CHUNK):  # leftover body bytes would break the client's connection
+def _drain(stream: Any) -> None:
+    while stream.read(READ_CHUNK):  # leftover body bytes would break the client's connection
         pass
+
+
+def _drained(request: HttpRequest, response: JsonResponse) -> JsonResponse:
+    _drain(_stream(request))
     return response
 
 

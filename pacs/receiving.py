@@ -18,6 +18,7 @@ from django.utils import timezone
 from audit import trail
 from cases.models import CareTeam, Patient, Scan
 from cases.services import patient_create
+from cases.services.storage import files_delete
 
 from .ingest import series_store
 from .models import UnmatchedSeries
@@ -93,7 +94,7 @@ def patient_match(
                 mrn=patient_id,
                 name=series.patient_name,
                 birth_date=series.patient_birth_date,
-                sex=series.patient_sex if series.patient_sex in Patient.Sex.values else Patient.Sex.UNKNOWN,
+                sex=_sex(series.patient_sex),
                 created_by=user,
             ), ""
         except ValidationError:  # an implausible header: let a clinician look
@@ -133,8 +134,7 @@ def _wait(
                 f"({waiting.get_reason_display()}); from {sender or 'unknown sender'}",
             )
     except BaseException:
-        for name in written:
-            default_storage.delete(name)
+        files_delete(written)
         raise
     return waiting
 
@@ -170,7 +170,7 @@ def unmatched_resolve(
                 mrn=waiting.dicom_patient_id,
                 name=waiting.dicom_patient_name,
                 birth_date=waiting.dicom_birth_date,  # type: ignore[arg-type]  # checked by full_clean
-                sex=waiting.dicom_sex if waiting.dicom_sex in Patient.Sex.values else Patient.Sex.UNKNOWN,
+                sex=_sex(waiting.dicom_sex),
                 created_by=user,
             )
         assert patient is not None
@@ -191,5 +191,9 @@ def unmatched_resolve(
 
 def _folder_delete(folder: str) -> None:
     _, names = default_storage.listdir(folder)
-    for name in names:
-        default_storage.delete(f"{folder}/{name}")
+    files_delete(f"{folder}/{name}" for name in names)
+
+
+def _sex(value: str) -> str:
+    """A DICOM PatientSex as the record holds it (F, M, O; anything else unknown)."""
+    return value if value in Patient.Sex.values else Patient.Sex.UNKNOWN

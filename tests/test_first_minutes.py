@@ -141,11 +141,8 @@ def test_bin_run_ends_with_the_ready_block_and_is_valid_bash():
 def test_production_gets_no_demo_account(settings, db):
     from io import StringIO
 
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-
     settings.PRODUCTION = True
     out = StringIO()
     call_command("demo_account", stdout=out)
     assert "no demo account" in out.getvalue()
-    assert not get_user_model().objects.filter(username="demo").exists()
+    assert not get_user_model().objects.filter(username=USERNAME).exists()

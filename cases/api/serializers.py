@@ -20,6 +20,7 @@ from ..models import (
     SliceResult,
 )
 from ..selectors import teams_for
+from ..worklist import READINGS, STATES
 
 
 def _absolute(context: dict[str, Any], name: str, pk: int) -> str:
@@ -433,7 +434,7 @@ class WorklistItemSerializer(serializers.Serializer):
     prediction = serializers.IntegerField(source="prediction_id", allow_null=True)
     prediction_url = serializers.SerializerMethodField()
     state = serializers.ChoiceField(
-        choices=["queued", "running", "succeeded", "not_assessable", "failed"],
+        choices=STATES,
         allow_null=True,
         help_text="The latest prediction's state (not_assessable: finished, but no slice could be assessed).",
     )
@@ -441,7 +442,7 @@ class WorklistItemSerializer(serializers.Serializer):
     ai_label = serializers.CharField(allow_null=True)
     finding = serializers.CharField(allow_null=True)
     not_assessable_slices = serializers.IntegerField(allow_null=True)
-    reading = serializers.ChoiceField(choices=["unread", "final", "amended"])
+    reading = serializers.ChoiceField(choices=READINGS)
     read_label = serializers.CharField(allow_null=True, help_text="The signed reading's label.")
     read_by = serializers.CharField(allow_null=True)
     read_at = serializers.DateTimeField(allow_null=True)

@@ -26,17 +26,19 @@ def files_delete(names: Iterable[str]) -> None:
         default_storage.delete(name)
 
 
-def slice_intact(item: Slice, content: bytes, *, use: str) -> bool:
-    """Whether bytes read from a slice's file are those stored at upload; a mismatch is recorded
-    in the audit trail (`use`: what was refused, "served" or "classified")."""
+def slice_intact(item: Slice, content: bytes, *, use: str, expected: str | None = None) -> bool:
+    """Whether bytes read from a slice's file are those stored at upload (`expected`: the hash of
+    another of its files, e.g. the Hounsfield one); a mismatch is recorded in the audit trail
+    (`use`: what was refused, "served" or "classified")."""
+    expected = expected or item.sha256
     found = hashlib.sha256(content).hexdigest()
-    if found == item.sha256:
+    if found == expected:
         return True
     trail.record_object(
         trail.Action.INTEGRITY,
         item,
         outcome=trail.Outcome.FAILED,
         detail=f"Not {use}: stored file's SHA-256 {found[:12]}… differs from "
-        f"{item.sha256[:12]}… recorded at upload",
+        f"{expected[:12]}… recorded at upload",
     )
     return False

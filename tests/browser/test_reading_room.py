@@ -29,9 +29,9 @@ def ward(alice, bob, patient):
     }
 
 
-def main_pages(patient, ward, admin=False):
+def main_pages(patient, ward):
     scan = ward["suspicious"]
-    pages = {
+    return {
         "worklist": reverse("cases:dashboard"),
         "patients": reverse("cases:patient_list"),
         "patient": patient.get_absolute_url(),
@@ -43,7 +43,6 @@ def main_pages(patient, ward, admin=False):
         "compare": reverse("cases:patient_compare", args=[patient.pk]) + f"?a={scan.pk}&b={ward['calm'].pk}",
         "password": reverse("password_change"),
     }
-    return pages
 
 
 def test_worklist_puts_unread_and_suspicious_first(page, live_server, alice, ward):
@@ -148,6 +147,5 @@ def test_main_pages_fit_a_390_px_phone(chromium, live_server, alice, patient, wa
             box = probabilities.nth(i).bounding_box()
             if box and box["x"] + box["width"] > PHONE["width"]:
                 overflowing[f"{name}: probability {i}"] = box
-    phone.screenshot(path="/tmp/phone-last.png", full_page=True)
     phone.context.close()
     assert overflowing == {}

@@ -29,9 +29,8 @@ def test_the_report_holds_patient_study_key_slices_ai_result_and_sign_off(client
     for text in (
         patient.name,
         patient.mrn,
-        "Study date",
-        "2026",
-        "3</dd>",
+        "<dt>Study date</dt><dd>2026-11-20</dd>",
+        "<dt>Slices</dt><dd>3</dd>",
         version.name,
         "Suspicious for malignancy.",
     ):
