@@ -302,6 +302,11 @@ DICOM_AE_TITLE = os.environ.get("DICOM_AE_TITLE", "LUNGPORTAL")[:16]
 DICOM_HOST = os.environ.get("DICOM_HOST", "127.0.0.1")
 DICOM_PORT = envint("DICOM_PORT", 11112, minimum=0)  # the C-STORE receiver; 0: not started by bin/run
 DICOM_CREATE_PATIENTS = envbool("DICOM_CREATE_PATIENTS", False)  # unknown PatientID: register, else wait
+# DICOM TLS for the receiver: its certificate and key (PEM files); every sender then presents its own.
+DICOM_TLS_CERT = os.environ.get("DICOM_TLS_CERT", "")
+DICOM_TLS_KEY = os.environ.get("DICOM_TLS_KEY", "")
+if bool(DICOM_TLS_CERT) != bool(DICOM_TLS_KEY):
+    raise ImproperlyConfigured("DICOM_TLS_CERT and DICOM_TLS_KEY go together: set both, or neither")
 # The model's input window where a file carries none: like the training slices' (exported with
 # widths of 350-1200 HU and centres of 50-600 HU: lungs black, soft tissue grey).
 DICOM_DEFAULT_WINDOW_CENTER = float(os.environ.get("DICOM_DEFAULT_WINDOW_CENTER", "40"))

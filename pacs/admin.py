@@ -14,9 +14,13 @@ from .services import result_export_destination, result_export_enqueue
 
 @admin.register(DicomNode)
 class DicomNodeAdmin(AuditedModelAdmin):
-    list_display = ["ae_title", "team", "enabled", "description", "created_at"]
+    list_display = ["ae_title", "addresses", "team", "enabled", "uses_tls", "description", "created_at"]
     list_filter = ["enabled", "team"]
-    search_fields = ["ae_title", "description"]
+    search_fields = ["ae_title", "addresses", "description"]
+
+    @admin.display(boolean=True, description="TLS certificate")
+    def uses_tls(self, node: DicomNode) -> bool:
+        return bool(node.tls_certificate.strip())
 
 
 @admin.register(UnmatchedSeries)
@@ -27,13 +31,14 @@ class UnmatchedSeriesAdmin(RecordAdmin):
         "created_at",
         "team",
         "reason",
+        "detail",
         "received_via",
         "sender",
         "dicom_patient_id",
         "resolved_at",
     ]
     list_filter = ["reason", "received_via", "team", ("resolved_at", admin.EmptyFieldListFilter)]
-    search_fields = ["dicom_patient_id", "series_instance_uid", "sender"]
+    search_fields = ["dicom_patient_id", "series_instance_uid", "sender", "detail"]
 
 
 @admin.register(ResultExport)

@@ -1,7 +1,9 @@
-"""A zip of DICOM files, unpacked in memory with every limit counted while decompressing.
+"""A zip of DICOM files, unpacked with every limit counted while decompressing.
 
-Nothing is written to disk, so entry names are only labels; names that would be dangerous on a
-disk are refused anyway, because an archive carrying them is not an honest export.
+Each entry is spooled to an anonymous temporary file (gone when closed or dropped), so a request
+holds one chunk in memory at a time, not the archive's contents. Entry names are only labels;
+names that would be dangerous on a disk are refused anyway, because an archive carrying them is
+not an honest export.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import lzma
 import re
 import stat
+import tempfile
 import zipfile
 import zlib
 from io import BytesIO
+from typing import IO
 
-from pacs.reading import DicomRefused
+from pacs.reading import DicomRefused, Failure, RequestBudget, Source
 
 _CHUNK = 64 * 1024
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
@@ -23,14 +27,15 @@ _JUNK_NAMES = {"DICOMDIR", ".DS_STORE", "THUMBS.DB", "DESKTOP.INI"}
 
 
 def unpack_zip(
-    data: bytes, *, name: str, max_files: int, max_bytes: int, max_file_bytes: int
-) -> list[tuple[str, bytes]]:
-    """The files of a zip as (f"{name}:{entry}", bytes); directories, a DICOMDIR and the
-    operating system's own entries (__MACOSX/, .DS_Store, Thumbs.db) skipped. Raises DicomRefused
-    for a damaged or encrypted zip, unsafe entry names, symlinks, nested zips, more than max_files
-    files, or any entry or the total past the byte limits, counted while decompressing."""
+    data: Source, *, name: str, max_files: int, max_file_bytes: int, budget: RequestBudget
+) -> list[tuple[str, IO[bytes]]]:
+    """The files of a zip as (f"{name}:{entry}", a temporary file holding it); directories, a
+    DICOMDIR and the operating system's own entries (__MACOSX/, .DS_Store, Thumbs.db) skipped.
+    Raises DicomRefused for a damaged or encrypted zip, unsafe entry names, symlinks, nested zips,
+    more than max_files files, or any entry past max_file_bytes or the request past its budget's
+    bytes (every zip and file of the request counted together), counted while decompressing."""
     try:
-        archive = zipfile.ZipFile(BytesIO(data))
+        archive = zipfile.ZipFile(BytesIO(data) if isinstance(data, bytes) else data)
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
@@ -44,20 +49,12 @@ def unpack_zip(
         ) from error
     with archive:
         entries = _entries(archive, name=name, max_files=max_files)
-        files: list[tuple[str, bytes]] = []
-        total = 0
+        files: list[tuple[str, IO[bytes]]] = []
         for info, entry in entries:
-            content = _read(
-                archive,
-                info,
-                label=f"{name}:{entry}",
-                room=max_file_bytes,
-                total=total,
-                max_bytes=max_bytes,
-                archive_name=name,
-            )
-            total += len(content)
-            if content.startswith(_ZIP_MAGIC) or entry.lower().endswith(".zip"):
+            content = _read(archive, info, label=f"{name}:{entry}", room=max_file_bytes, budget=budget)
+            content.seek(0)
+            head = content.read(4)
+            if head.startswith(_ZIP_MAGIC) or entry.lower().endswith(".zip"):
                 raise DicomRefused(
                     f"{name}:{entry}: is a zip inside the zip; nested archives are not unpacked. "
                     "Put the DICOM files themselves in one zip."
@@ -128,18 +125,28 @@ def _is_junk(entry: str) -> bool:
 
 
 def _read(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, *, label: str, room: int, budget: RequestBudget
+) -> IO[bytes]:
+    """The entry in a temporary file, refused as soon as it (or the request so far) passes a
+    limit: the declared sizes are never trusted, so a zip bomb costs at most one chunk past it."""
+    spooled = tempfile.TemporaryFile()
+    try:
+        _copy(archive, info, spooled, label=label, room=room, budget=budget)
+    except BaseException:
+        spooled.close()
+        raise
+    return spooled
+
+
+def _copy(
     archive: zipfile.ZipFile,
     info: zipfile.ZipInfo,
+    spooled: IO[bytes],
     *,
     label: str,
     room: int,
-    total: int,
-    max_bytes: int,
-    archive_name: str,
-) -> bytes:
-    """The entry's bytes, refused as soon as it (or the archive so far) passes a limit: the
-    declared sizes are never trusted, so a zip bomb costs at most one chunk past the limit."""
-    pieces: list[bytes] = []
+    budget: RequestBudget,
+) -> None:
     size = 0
     try:
         with archive.open(info) as stream:
@@ -148,14 +155,11 @@ def _read(
                 if size > room:
                     raise DicomRefused(
                         f"{label}: unpacks to more than {_megabytes(room)}, the most one file may have. "
-                        "Leave it out."
+                        "Leave it out.",
+                        failure=Failure.OUT_OF_RESOURCES,
                     )
-                if total + size > max_bytes:
-                    raise DicomRefused(
-                        f"{archive_name}: unpacks to more than {_megabytes(max_bytes)}, the most one study "
-                        "may have. Upload fewer series at a time."
-                    )
-                pieces.append(chunk)
+                budget.take_bytes(label, len(chunk))
+                spooled.write(chunk)
     except DicomRefused:  # a ValueError: let it through unwrapped
         raise
     except NotImplementedError as error:  # e.g. Deflate64, or an unknown method
@@ -175,7 +179,6 @@ def _read(
         RuntimeError,
     ) as error:
         raise DicomRefused(f"{label}: is damaged in the zip ({error}). Zip the files again.") from error
-    return b"".join(pieces)
 
 
 def _megabytes(count: int) -> str:

@@ -28,7 +28,17 @@ from webhooks.events import emit
 
 from .archive import unpack_zip
 from .pixels import hounsfield_png
-from .reading import DicomInstance, DicomRefused, DicomSeries, is_dicom, model_window, read_series, windowed
+from .reading import (
+    DicomInstance,
+    DicomRefused,
+    DicomSeries,
+    RequestBudget,
+    Source,
+    is_dicom,
+    model_window,
+    read_series,
+    windowed,
+)
 
 ZIP_MAGIC = b"PK\x03\x04"
 HEAD_BYTES = 132  # a DICOM Part 10 file says "DICM" at 128
@@ -36,11 +46,14 @@ HEAD_BYTES = 132  # a DICOM Part 10 file says "DICM" at 128
 
 @dataclass(frozen=True)
 class PreparedSlice:
-    """One instance's files, made before the transaction (decoding is the slow part)."""
+    """One instance's files, made and stored before the transaction (decoding is the slow part),
+    one instance at a time so that a study's pixels are never all in memory."""
 
-    image_png: bytes
-    hounsfield_png: bytes
-    thumbnail_png: bytes
+    image: str
+    image_sha256: str
+    hounsfield: str
+    hounsfield_sha256: str
+    thumbnail: str
     name: str
     source_sha256: str
     size_bytes: int
@@ -53,9 +66,10 @@ class PreparedSlice:
     height: int
 
 
-def upload_files(files: Sequence[IO[bytes]]) -> list[tuple[str, bytes]] | None:
-    """The (name, bytes) of a DICOM upload (.dcm files, zips of them), or None for JPEG/PNG slices.
-    A mix of both is refused: a study is one or the other."""
+def upload_files(files: Sequence[IO[bytes]], *, budget: RequestBudget) -> list[tuple[str, Source]] | None:
+    """The (name, file) of a DICOM upload (.dcm files, zips of them unpacked to temporary files),
+    or None for JPEG/PNG slices; the bytes of every file and zip entry are counted together against
+    the budget. A mix of both is refused: a study is one or the other."""
     kinds = {}
     for upload in files:  # by their first bytes: JPEG/PNG slices are not read here at all
         upload.seek(0)
@@ -73,35 +87,36 @@ def upload_files(files: Sequence[IO[bytes]]) -> list[tuple[str, bytes]] | None:
                 ]
             }
         )
-    contents, total = [], 0
-    for upload in files:
-        data = upload.read(settings.DICOM_MAX_SERIES_BYTES + 1 - total)
-        total += len(data)
-        if total > settings.DICOM_MAX_SERIES_BYTES:
-            raise DicomRefused(
-                f"The upload holds more than {settings.DICOM_MAX_SERIES_BYTES // 1024**2} MB of DICOM; "
-                "send the study in parts."
-            )
-        contents.append((display_name(getattr(upload, "name", "")), data))
-    unpacked: list[tuple[str, bytes]] = []
-    for name, data in contents:
-        if _kind(data) == "zip":
+    unpacked: list[tuple[str, Source]] = []
+    for upload in files:  # read when their turn comes (Django spools large uploads to disk)
+        name = display_name(getattr(upload, "name", ""))
+        if kinds[upload] == "zip":
             unpacked.extend(
                 unpack_zip(
-                    data,
+                    upload,
                     name=name,
                     max_files=settings.UPLOAD_MAX_FILES,
-                    max_bytes=settings.DICOM_MAX_SERIES_BYTES,
                     max_file_bytes=settings.UPLOAD_MAX_FILE_BYTES,
+                    budget=budget,
                 )
             )
         else:
-            unpacked.append((name, data))
+            budget.take_bytes(name, _size(upload))
+            unpacked.append((name, upload))
+        if len(unpacked) > settings.UPLOAD_MAX_FILES:
+            break
     if len(unpacked) > settings.UPLOAD_MAX_FILES:
         raise DicomRefused(
             f"{len(unpacked)} DICOM files were sent; at most {settings.UPLOAD_MAX_FILES} per upload."
         )
     return unpacked
+
+
+def _size(upload: IO[bytes]) -> int:
+    upload.seek(0, io.SEEK_END)
+    size = upload.tell()
+    upload.seek(0)
+    return size
 
 
 def _kind(data: bytes) -> str:
@@ -124,14 +139,15 @@ def study_upload(
     A series whose PatientID is not the chosen patient's MRN is refused unless the clinician
     confirms it is theirs (`confirm_patient`)."""
     try:
-        dicom = upload_files(files)
+        budget = RequestBudget()
+        dicom = upload_files(files, budget=budget)
         if dicom is None:
             return [
                 scan_upload(
                     patient=patient, files=files, uploaded_by=uploaded_by, study_date=study_date, note=note
                 )
             ]
-        series = read_series(dicom, max_slices=settings.UPLOAD_MAX_FILES)
+        series = read_series(dicom, max_slices=settings.UPLOAD_MAX_FILES, budget=budget)
     except DicomRefused as refused:
         raise UploadError({"files": [str(refused)]}) from None
     strangers = sorted({s.patient_id for s in series if s.patient_id.strip() != patient.mrn.strip()})
@@ -170,19 +186,16 @@ def series_store(
     scans = [_scan(patient, item, uploaded_by, via, note, study_date) for item in series]
     for scan in scans:  # the study's own fields first: a wrong date is told before decoding
         scan.full_clean(exclude=["patient", "uploaded_by"])
-    prepared = [[_prepared(instance) for instance in item.instances] for item in series]
     stored: list[str] = []
     try:
+        prepared = [[_prepared(instance, stored) for instance in item.instances] for item in series]
         with transaction.atomic():
             for scan, item, slices in zip(scans, series, prepared, strict=True):
                 center, width, source = slices[0].window
                 scan.window_center, scan.window_width, scan.window_source = center, width, source
                 scan.save()
                 Slice.objects.bulk_create(
-                    [
-                        _slice(scan, position, prepared_slice, stored)
-                        for position, prepared_slice in enumerate(slices)
-                    ]
+                    [_slice(scan, position, prepared_slice) for position, prepared_slice in enumerate(slices)]
                 )
                 prediction = Prediction.objects.create(
                     scan=scan, model_version=version, requested_by=uploaded_by
@@ -228,26 +241,37 @@ def _scan(
         dicom_patient_name=item.patient_name[:200],
         dicom_birth_date=item.patient_birth_date,
         dicom_sex=item.patient_sex[:16],
+        dicom_source_attributes=item.source_attributes,
     )
 
 
-def _prepared(instance: DicomInstance) -> PreparedSlice:
+def _prepared(instance: DicomInstance, stored: list[str]) -> PreparedSlice:
+    """Decode one instance and store its files (named in `stored`, removed by the caller if the
+    study is not kept); its pixels go when this returns."""
     center, width, source = model_window(
         instance,
         default_center=settings.DICOM_DEFAULT_WINDOW_CENTER,
         default_width=settings.DICOM_DEFAULT_WINDOW_WIDTH,
     )
-    grey = Image.fromarray(windowed(instance.hounsfield, center, width), mode="L")
-    image = io.BytesIO()
-    grey.save(image, format="PNG")
-    thumb = grey.copy()
-    thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    thumbnail = io.BytesIO()
-    thumb.save(thumbnail, format="PNG")
+    hounsfield = instance.hounsfield
+    grey = Image.fromarray(windowed(hounsfield, center, width), mode="L")
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    image_png = buffer.getvalue()
+    grey.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    thumbnail_png = buffer.getvalue()
+    hounsfield_bytes = hounsfield_png(hounsfield)
+    del hounsfield, grey
+    for folder, data in (("slices", image_png), ("thumbs", thumbnail_png), ("hounsfield", hounsfield_bytes)):
+        stored.append(file_save(folder, "png", data))
     return PreparedSlice(
-        image_png=image.getvalue(),
-        hounsfield_png=hounsfield_png(instance.hounsfield),
-        thumbnail_png=thumbnail.getvalue(),
+        image=stored[-3],
+        image_sha256=hashlib.sha256(image_png).hexdigest(),
+        hounsfield=stored[-1],
+        hounsfield_sha256=hashlib.sha256(hounsfield_bytes).hexdigest(),
+        thumbnail=stored[-2],
         name=instance.name[:255],
         source_sha256=instance.source_sha256,
         size_bytes=instance.size_bytes,
@@ -256,26 +280,20 @@ def _prepared(instance: DicomInstance) -> PreparedSlice:
         instance_number=instance.instance_number,
         location=instance.location,
         window=(center, width, source),
-        width=instance.hounsfield.shape[1],
-        height=instance.hounsfield.shape[0],
+        width=instance.columns,
+        height=instance.rows,
     )
 
 
-def _slice(scan: Scan, position: int, item: PreparedSlice, stored: list[str]) -> Slice:
-    image = file_save("slices", "png", item.image_png)
-    stored.append(image)
-    thumbnail = file_save("thumbs", "png", item.thumbnail_png)
-    stored.append(thumbnail)
-    hounsfield = file_save("hounsfield", "png", item.hounsfield_png)
-    stored.append(hounsfield)
+def _slice(scan: Scan, position: int, item: PreparedSlice) -> Slice:
     return Slice(
         scan=scan,
         position=position,
-        image=image,
-        thumbnail=thumbnail,
+        image=item.image,
+        thumbnail=item.thumbnail,
         original_name=item.name,
         content_type="image/png",
-        sha256=hashlib.sha256(item.image_png).hexdigest(),
+        sha256=item.image_sha256,
         source_sha256=item.source_sha256,
         width=item.width,
         height=item.height,
@@ -284,6 +302,6 @@ def _slice(scan: Scan, position: int, item: PreparedSlice, stored: list[str]) ->
         sop_class_uid=item.sop_class_uid,
         instance_number=item.instance_number,
         location=item.location,
-        hounsfield=hounsfield,
-        hounsfield_sha256=hashlib.sha256(item.hounsfield_png).hexdigest(),
+        hounsfield=item.hounsfield,
+        hounsfield_sha256=item.hounsfield_sha256,
     )

@@ -1,8 +1,10 @@
 """DICOM Part 10 files -> CT series in Hounsfield units, or a refusal a person can act on.
 
 Pure functions over bytes: nothing here touches the database or storage, so a caller can refuse a
-whole upload before anything is stored. Each file is parsed and decoded once; only its int16
-Hounsfield array and a few header values are kept, never the pydicom dataset.
+whole upload before anything is stored. Every decode is bounded before it happens: Rows × Columns
+× frames from the header against the per-image and per-request pixel limits (`RequestBudget`), so a
+small compressed file cannot unpack into gigabytes. A file is decoded once to check it and again
+when its slice is made; no decoded array is kept, so a study's pixels are never all in memory.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import IntEnum
 from io import BytesIO
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from pydicom import dcmread
@@ -31,6 +34,9 @@ from pydicom.uid import (
 _FALLBACKS: dict[str, float] = {
     "UPLOAD_MIN_SIDE": 64,
     "UPLOAD_MAX_SIDE": 8192,
+    "UPLOAD_MAX_PIXELS": 40_000_000,
+    "UPLOAD_MAX_STUDY_PIXELS": 300 * 1024 * 1024,
+    "DICOM_MAX_SERIES_BYTES": 1024**3,
     "DICOM_DEFAULT_WINDOW_CENTER": 40.0,
     "DICOM_DEFAULT_WINDOW_WIDTH": 400.0,
 }
@@ -39,23 +45,116 @@ _INT16_MIN, _INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
 _MULTI_FRAME_CT = {EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage}
 
 
+# A file's bytes, or a seekable binary file holding them (an upload or part spooled to disk).
+Source = bytes | IO[bytes]
+
+
+class Failure(IntEnum):
+    """Why an instance is refused, as DICOM tells a sender (PS3.4 Annex B, PS3.7 C.4, PS3.18 Table
+    10.5.3-2): the status of its C-STORE response and the FailureReason of STOW-RS."""
+
+    PROCESSING = 0x0110
+    DUPLICATE = 0x0111  # the same SOP Instance UID twice in one delivery
+    OUT_OF_RESOURCES = 0xA700  # past a limit: pixels, bytes, slices
+    NOT_THIS_SOP_CLASS = 0xA900  # not a CT image the portal can read (scout, colour, no rescale…)
+    CANNOT_UNDERSTAND = 0xC000  # not DICOM, damaged, inconsistent with its series
+    TRANSFER_SYNTAX = 0xC122  # a transfer syntax no installed decoder reads
+
+
 class DicomRefused(ValueError):
-    """A file or series the portal will not take; str() is a message a person can act on, naming the file."""
+    """A file or series the portal will not take; str() is a message a person can act on, naming
+    the file. `failure` is the DICOM status for the sender; the UIDs are the instance's, where its
+    header could be read."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failure: Failure = Failure.CANNOT_UNDERSTAND,
+        sop_class_uid: str = "",
+        sop_instance_uid: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: instances hold arrays, compared by identity
+class RequestBudget:
+    """What one request (an upload, a STOW-RS body, a C-STORE association) may hold: DICOM bytes
+    in all, counted across every file and zip (`DICOM_MAX_SERIES_BYTES`), and pixels to decode,
+    each image at most `per_image` (`UPLOAD_MAX_PIXELS`) and all at most `per_request`
+    (`UPLOAD_MAX_STUDY_PIXELS`), taken from the header before any pixel data is read."""
+
+    def __init__(
+        self, *, per_image: int | None = None, per_request: int | None = None, max_bytes: int | None = None
+    ) -> None:
+        self.per_image = int(per_image if per_image is not None else _setting("UPLOAD_MAX_PIXELS"))
+        self.per_request = int(
+            per_request if per_request is not None else _setting("UPLOAD_MAX_STUDY_PIXELS")
+        )
+        self.max_bytes = int(max_bytes if max_bytes is not None else _setting("DICOM_MAX_SERIES_BYTES"))
+        self.used = 0
+        self.bytes = 0
+
+    def take_bytes(self, name: str, count: int) -> None:
+        """Count `count` more bytes of DICOM (as sent, or as unpacked from a zip)."""
+        self.bytes += count
+        if self.bytes > self.max_bytes:
+            raise DicomRefused(
+                f"{name}: the DICOM sent together passes {_size(self.max_bytes)}, the most one upload may "
+                "hold; nothing was stored: send the study in parts (a series at a time).",
+                failure=Failure.OUT_OF_RESOURCES,
+            )
+
+    def take_pixels(self, name: str, pixels: int) -> None:
+        if pixels > self.per_image:
+            raise DicomRefused(
+                f"{name}: holds {_megapixels(pixels)}, more than the {_megapixels(self.per_image)} one image "
+                "may have; it was not decoded. Send the series at the scanner's own resolution.",
+                failure=Failure.OUT_OF_RESOURCES,
+            )
+        if self.used + pixels > self.per_request:
+            raise DicomRefused(
+                f"{name}: not decoded: the images sent together pass {_megapixels(self.per_request)} in "
+                "all. Send the study in parts (a series at a time).",
+                failure=Failure.OUT_OF_RESOURCES,
+            )
+        self.used += pixels
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One file left out of a delivery that takes what it can (STOW-RS, C-STORE), and why."""
+
+    name: str
+    reason: str
+    failure: Failure
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: compared by identity, like the files they read
 class DicomInstance:
     name: str  # the file's name as given (e.g. "IM0001.dcm" or "study.zip:series1/IM1")
     sop_instance_uid: str
     sop_class_uid: str
     instance_number: int | None
     location: float | None  # mm along the slice normal: ImagePositionPatient · (row × column cosines)
-    # int16 (rows, columns), read-only: stored values × RescaleSlope + RescaleIntercept, clipped
-    hounsfield: np.ndarray = field(repr=False)
+    rows: int
+    columns: int
     window_center: float | None  # the file's own first WindowCenter/WindowWidth, if present and sane
     window_width: float | None
     source_sha256: str  # SHA-256 of the file's bytes as received
     size_bytes: int
+    source: Source = field(repr=False)  # the file itself, decoded again where its pixels are wanted
+
+    @property
+    def hounsfield(self) -> np.ndarray:
+        """int16 (rows, columns), read-only: stored values × RescaleSlope + RescaleIntercept, clipped.
+        Decoded on each access and not kept, so hold on to it only while it is used."""
+        data = source_bytes(self.source)
+        return _decoded(self.name, _parse(self.name, data))
 
 
 @dataclass(frozen=True)
@@ -77,6 +176,9 @@ class DicomSeries:
     instances: tuple[
         DicomInstance, ...
     ]  # by location where all have one, else InstanceNumber, else as received
+    # The first instance's Patient and General Study attributes as DICOM JSON (PS3.18 F.2), exactly
+    # as sent: the SR we send back must be filed under these, not under our readable forms above.
+    source_attributes: dict[str, Any] = field(default_factory=dict)
 
 
 def is_dicom(data: bytes) -> bool:
@@ -84,69 +186,136 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
+def source_bytes(source: Source) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    source.seek(0)
+    return source.read()
+
+
 def read_series(
-    files: Iterable[tuple[str, bytes]],
+    files: Iterable[tuple[str, Source]],
     *,
     max_slices: int,
     min_side: int | None = None,
     max_side: int | None = None,
+    budget: RequestBudget | None = None,
+    refused: list[Refusal] | None = None,
 ) -> list[DicomSeries]:
     """Every file must be a DICOM Part 10 CT image with pixel data the portal can decode; grouped
     by SeriesInstanceUID (in the order series first appear), each ordered. Raises DicomRefused on
-    the first problem, naming the file and saying what to do.
+    the first problem, naming the file and saying what to do; given a `refused` list, a refused
+    file is noted there instead and the rest are read (a PACS delivery takes what it can).
 
-    `min_side`/`max_side` default to the UPLOAD_MIN_SIDE/UPLOAD_MAX_SIDE settings.
+    Files are read one at a time (a file object is read when its turn comes). `min_side`/`max_side`
+    default to the UPLOAD_MIN_SIDE/UPLOAD_MAX_SIDE settings, `budget` to a fresh one from the
+    UPLOAD_MAX_PIXELS/UPLOAD_MAX_STUDY_PIXELS settings.
     """
-    low = int(min_side if min_side is not None else _setting("UPLOAD_MIN_SIDE"))
-    high = int(max_side if max_side is not None else _setting("UPLOAD_MAX_SIDE"))
-    groups: dict[str, _Group] = {}
-    seen: dict[str, str] = {}  # SOPInstanceUID -> the name of the file that carried it
-    for name, data in files:
+    reader = SeriesReader(max_slices=max_slices, min_side=min_side, max_side=max_side, budget=budget)
+    for name, source in files:
         try:
-            _read_file(name, data, groups, seen, max_slices=max_slices, min_side=low, max_side=high)
-        except DicomRefused:
-            raise
-        except BaseException as error:  # odd values in a damaged header, or a decoder's panic
-            if not _is_damage(error):
+            reader.add(name, source)
+        except DicomRefused as refusal:
+            if refused is None:
                 raise
-            raise DicomRefused(
-                f"{name}: the DICOM file is damaged and cannot be read ({type(error).__name__}: {error}). "
-                "Export it again from the PACS or scanner."
-            ) from error
-    return [group.series() for group in groups.values()]
+            refused.append(
+                Refusal(name, str(refusal), refusal.failure, refusal.sop_class_uid, refusal.sop_instance_uid)
+            )
+    return reader.series()
+
+
+class SeriesReader:
+    """`read_series` one file at a time, for a delivery that answers each file as it arrives
+    (C-STORE): `add` checks a file (DicomRefused if it will not be kept, nothing kept of it then),
+    `series` gives what was added."""
+
+    def __init__(
+        self,
+        *,
+        max_slices: int,
+        min_side: int | None = None,
+        max_side: int | None = None,
+        budget: RequestBudget | None = None,
+    ) -> None:
+        self.max_slices = max_slices
+        self.min_side = int(min_side if min_side is not None else _setting("UPLOAD_MIN_SIDE"))
+        self.max_side = int(max_side if max_side is not None else _setting("UPLOAD_MAX_SIDE"))
+        self.budget = budget if budget is not None else RequestBudget()
+        self.groups: dict[str, _Group] = {}
+        self.seen: dict[str, str] = {}  # SOPInstanceUID -> the name of the file that carried it
+
+    def add(self, name: str, source: Source) -> None:
+        _read_file(
+            name,
+            source,
+            self.groups,
+            self.seen,
+            max_slices=self.max_slices,
+            min_side=self.min_side,
+            max_side=self.max_side,
+            budget=self.budget,
+        )
+
+    def series(self) -> list[DicomSeries]:
+        return [group.series() for group in self.groups.values()]
+
+    def __len__(self) -> int:
+        return len(self.seen)
 
 
 def _read_file(
     name: str,
-    data: bytes,
+    source: Source,
     groups: dict[str, _Group],
     seen: dict[str, str],
     *,
     max_slices: int,
     min_side: int,
     max_side: int,
+    budget: RequestBudget,
 ) -> None:
-    """Check one file and add it to its series; the dataset goes when this returns."""
-    ds = _parse(name, data)
-    sop_uid, series_uid, study_uid = _uids(name, ds)
-    _check_image(name, ds, min_side=min_side, max_side=max_side)
-    if sop_uid in seen:
+    """Check one file and add it to its series; the dataset and its pixels go when this returns."""
+    data = source_bytes(source)
+    uids = {"sop_class_uid": "", "sop_instance_uid": ""}
+    group: _Group | None = None
+    try:
+        ds = _parse(name, data)
+        uids = {"sop_class_uid": _text(ds, "SOPClassUID"), "sop_instance_uid": _text(ds, "SOPInstanceUID")}
+        sop_uid, series_uid, study_uid = _uids(name, ds)
+        _check_image(name, ds, min_side=min_side, max_side=max_side)
+        if sop_uid in seen:
+            raise DicomRefused(
+                f"{name}: has the same SOPInstanceUID ({sop_uid}) as {seen[sop_uid]}; the image was "
+                "sent twice. Remove one copy and upload again.",
+                failure=Failure.DUPLICATE,
+            )
+        group = groups.get(series_uid)
+        if group is not None:
+            _check_same_series(name, ds, group)
+            if len(group.instances) >= max_slices:
+                raise DicomRefused(
+                    f"{name}: series {series_uid} has more than {max_slices} slices, the most one scan may "
+                    "hold. Upload a thinner selection of the series (for example the lung reconstruction).",
+                    failure=Failure.OUT_OF_RESOURCES,
+                )
+        budget.take_pixels(name, int(ds.Rows) * int(ds.Columns) * (_integer(ds, "NumberOfFrames") or 1))
+        instance = _instance(name, source, data, ds, sop_uid)
+    except DicomRefused as refusal:
+        refusal.sop_class_uid = refusal.sop_class_uid or uids["sop_class_uid"]
+        refusal.sop_instance_uid = refusal.sop_instance_uid or uids["sop_instance_uid"]
+        raise
+    except BaseException as error:  # odd values in a damaged header, or a decoder's panic
+        if not _is_damage(error):
+            raise
         raise DicomRefused(
-            f"{name}: has the same SOPInstanceUID ({sop_uid}) as {seen[sop_uid]}; the image was "
-            "sent twice. Remove one copy and upload again."
-        )
+            f"{name}: the DICOM file is damaged and cannot be read ({type(error).__name__}: {error}). "
+            "Export it again from the PACS or scanner.",
+            **uids,
+        ) from error
     seen[sop_uid] = name
-    group = groups.get(series_uid)
     if group is None:
         group = groups[series_uid] = _Group(_series_header(ds, study_uid, series_uid), name)
-    else:
-        _check_same_series(name, ds, group)
-    if len(group.instances) >= max_slices:
-        raise DicomRefused(
-            f"{name}: series {series_uid} has more than {max_slices} slices, the most one scan may "
-            "hold. Upload a thinner selection of the series (for example the lung reconstruction)."
-        )
-    group.instances.append(_instance(name, data, ds, sop_uid))
+    group.instances.append(instance)
 
 
 def model_window(
@@ -274,25 +443,34 @@ def _check_image(name: str, ds: Dataset, *, min_side: int, max_side: int) -> Non
     modality = _text(ds, "Modality")
     if modality != "CT":
         shown = f"Modality {modality}" if modality else "no Modality"
-        raise DicomRefused(f"{name}: is not a CT image ({shown}); only CT series can be read. Leave it out.")
+        raise DicomRefused(
+            f"{name}: is not a CT image ({shown}); only CT series can be read. Leave it out.",
+            failure=Failure.NOT_THIS_SOP_CLASS,
+        )
     sop_class = _text(ds, "SOPClassUID")
     if sop_class in _MULTI_FRAME_CT:
         raise DicomRefused(
             f"{name}: is an {UID(sop_class).name} (multi-frame) object; export the series as classic "
-            "single-frame CT images (CT Image Storage) and upload again."
+            "single-frame CT images (CT Image Storage) and upload again.",
+            failure=Failure.NOT_THIS_SOP_CLASS,
         )
     if sop_class != CTImageStorage:
         shown = UID(sop_class).name if sop_class else "no SOPClassUID"
         raise DicomRefused(
             f"{name}: is a CT {shown} object, not a CT image (CT Image Storage); screenshots, dose reports "
-            "and other non-slice objects cannot be read. Leave it out."
+            "and other non-slice objects cannot be read. Leave it out.",
+            failure=Failure.NOT_THIS_SOP_CLASS,
         )
     if "LOCALIZER" in _image_type(ds):
         raise DicomRefused(
-            f"{name}: is a localizer (scout) image, not an axial slice. Leave the scout series out."
+            f"{name}: is a localizer (scout) image, not an axial slice. Leave the scout series out.",
+            failure=Failure.NOT_THIS_SOP_CLASS,
         )
     if "PixelData" not in ds:
-        raise DicomRefused(f"{name}: has no pixel data (PixelData); there is no image to read. Leave it out.")
+        raise DicomRefused(
+            f"{name}: has no pixel data (PixelData); there is no image to read. Leave it out.",
+            failure=Failure.NOT_THIS_SOP_CLASS,
+        )
     _check_pixels(name, ds, min_side=min_side, max_side=max_side)
 
 
@@ -301,13 +479,15 @@ def _check_pixels(name: str, ds: Dataset, *, min_side: int, max_side: int) -> No
     if frames is not None and frames > 1:
         raise DicomRefused(
             f"{name}: holds {frames} frames; only single-frame CT images can be read. Export the series "
-            "as one file per slice."
+            "as one file per slice.",
+            failure=Failure.NOT_THIS_SOP_CLASS,
         )
     photometric = _text(ds, "PhotometricInterpretation")
     if _integer(ds, "SamplesPerPixel") not in (None, 1) or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DicomRefused(
             f"{name}: is a colour image ({photometric or 'no PhotometricInterpretation'}); CT slices are "
-            "greyscale. Export the original CT images, not screenshots."
+            "greyscale. Export the original CT images, not screenshots.",
+            failure=Failure.NOT_THIS_SOP_CLASS,
         )
     rows, columns = _integer(ds, "Rows"), _integer(ds, "Columns")
     if rows is None or columns is None:
@@ -315,12 +495,14 @@ def _check_pixels(name: str, ds: Dataset, *, min_side: int, max_side: int) -> No
     if min(rows, columns) < min_side or max(rows, columns) > max_side:
         raise DicomRefused(
             f"{name}: is {columns}×{rows} pixels; slices must be between {min_side} and {max_side} pixels "
-            "on each side."
+            "on each side.",
+            failure=Failure.OUT_OF_RESOURCES if max(rows, columns) > max_side else Failure.NOT_THIS_SOP_CLASS,
         )
     if "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
         raise DicomRefused(
             f"{name}: has no RescaleSlope/RescaleIntercept, so its values cannot be turned into "
-            "Hounsfield units. Export the original CT images from the scanner or PACS."
+            "Hounsfield units. Export the original CT images from the scanner or PACS.",
+            failure=Failure.NOT_THIS_SOP_CLASS,
         )
     transfer_syntax = _text(ds.file_meta, "TransferSyntaxUID")
     if not transfer_syntax:
@@ -332,7 +514,8 @@ def _check_pixels(name: str, ds: Dataset, *, min_side: int, max_side: int) -> No
         raise DicomRefused(
             f"{name}: is encoded as {syntax_name(transfer_syntax)}, which no installed decoder reads. "
             "Export the series uncompressed (Explicit VR Little Endian) or as JPEG 2000 / JPEG-LS "
-            "lossless or RLE."
+            "lossless or RLE.",
+            failure=Failure.TRANSFER_SYNTAX,
         )
 
 
@@ -352,7 +535,38 @@ def _series_header(ds: Dataset, study_uid: str, series_uid: str) -> dict[str, An
         "slice_thickness": _number(ds, "SliceThickness"),
         "rows": int(ds.Rows),
         "columns": int(ds.Columns),
+        "source_attributes": source_attributes(ds),
     }
+
+
+# What a report about the series copies from it (PS3.3 C.7.1.1 Patient, C.7.2.1 General Study),
+# with the character set their text is in.
+SOURCE_KEYWORDS = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyDescription",
+)
+
+
+def source_attributes(ds: Dataset) -> dict[str, Any]:
+    """The SOURCE_KEYWORDS elements the file has, as DICOM JSON; `Dataset.from_json` gives them back."""
+    kept = Dataset()
+    for keyword in SOURCE_KEYWORDS:
+        if keyword in ds:
+            kept[keyword] = ds[keyword]
+    # An element pydicom cannot put in JSON (a damaged value) is left out, as if not sent, rather
+    # than refusing the series for it.
+    return kept.to_json_dict(suppress_invalid_tags=True)
 
 
 def _check_same_series(name: str, ds: Dataset, group: _Group) -> None:
@@ -376,7 +590,27 @@ def _check_same_series(name: str, ds: Dataset, group: _Group) -> None:
         )
 
 
-def _instance(name: str, data: bytes, ds: Dataset, sop_uid: str) -> DicomInstance:
+def _instance(name: str, source: Source, data: bytes, ds: Dataset, sop_uid: str) -> DicomInstance:
+    _decoded(name, ds)  # decodable, to Hounsfield units: checked now, made again when stored
+    center, width = _window(ds)
+    return DicomInstance(
+        name=name,
+        sop_instance_uid=sop_uid,
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        instance_number=_integer(ds, "InstanceNumber"),
+        location=_location(ds),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        window_center=center,
+        window_width=width,
+        source_sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        source=source,
+    )
+
+
+def _decoded(name: str, ds: Dataset) -> np.ndarray:
+    """The image in Hounsfield units (read-only int16); its size was checked from the header."""
     transfer_syntax = _text(ds.file_meta, "TransferSyntaxUID")
     try:
         stored = ds.pixel_array
@@ -394,19 +628,15 @@ def _instance(name: str, data: bytes, ds: Dataset, sop_uid: str) -> DicomInstanc
         )
     hounsfield = _to_hounsfield(stored, _number(ds, "RescaleSlope"), _number(ds, "RescaleIntercept"), name)
     hounsfield.setflags(write=False)
-    center, width = _window(ds)
-    return DicomInstance(
-        name=name,
-        sop_instance_uid=sop_uid,
-        sop_class_uid=_text(ds, "SOPClassUID"),
-        instance_number=_integer(ds, "InstanceNumber"),
-        location=_location(ds),
-        hounsfield=hounsfield,
-        window_center=center,
-        window_width=width,
-        source_sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=len(data),
-    )
+    return hounsfield
+
+
+def _megapixels(count: int) -> str:
+    return f"{count / 1_000_000:.3g} megapixels"
+
+
+def _size(count: int) -> str:
+    return f"{count / (1024 * 1024):g} MB" if count >= 1024 * 1024 else f"{count} bytes"
 
 
 def _to_hounsfield(stored: np.ndarray, slope: float | None, intercept: float | None, name: str) -> np.ndarray:

@@ -1,32 +1,40 @@
-"""The DICOM C-STORE receiver (an SCP, run by `manage.py dicom_receiver`): PACS and routers whose
-calling AE title an admin allowed for a care team send CT series here. Each association's
-instances are collected and, once it is released, read and stored as one delivery (a study that
-breaks off halfway is not stored at all)."""
+"""The DICOM C-STORE receiver (an SCP, run by `manage.py dicom_receiver`): PACS and routers an admin
+allowed for a care team (calling AE title, the addresses it connects from and, with DICOM TLS, its
+certificate) send CT series here. Each association's instances are collected and, once it is
+released, read and stored as one delivery (a study that breaks off halfway is not stored at all)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import socket
+import ssl
+import tempfile
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
+from pydicom import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from audit import trail
 from cases.models import Scan
 
-from .models import DicomNode
-from .reading import DicomRefused
-from .receiving import studies_receive
+from .models import DicomNode, parse_certificates
+from .reading import DicomRefused, Failure, SeriesReader
+from .receiving import series_receive
 
 logger = logging.getLogger(__name__)
 
 NOT_AUTHORISED = 0x0124  # PS3.7 C.4.2: "Refused: Not Authorized"
-OUT_OF_RESOURCES = 0xA700
-NOBODY = "NO-SENDER"  # require_calling_aet may not be empty (that would mean anyone)
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent, by the service user, calling AE title not recognised
+REJECT_UNKNOWN_CALLER = (0x01, 0x01, 0x03)
+TLS_HANDSHAKE_SECONDS = 10.0
 
 
 class Receiver:
@@ -38,14 +46,16 @@ class Receiver:
         self.ae.add_supported_context(Verification)
         self.ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)  # non-CT is not negotiated
         self.ae.maximum_pdu_size = 0
-        self.received: dict[int, list[tuple[str, bytes]]] = {}
-        self.budget: dict[int, int] = {}
+        self.deliveries: dict[Any, Delivery] = {}  # association → what it has sent so far
         self.lock = threading.Lock()
         self.storing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-store")
+        # association → the pk of the DicomNode it was accepted as (gone with the association)
+        self.senders: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self.tls = SenderTLS() if settings.DICOM_TLS_CERT else None
 
     def handlers(self) -> list[Any]:
         return [
-            (evt.EVT_CONN_OPEN, self.allowed_senders),
+            (evt.EVT_REQUESTED, self.allowed_senders),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_RELEASED, self.on_released),
             (evt.EVT_ABORTED, self.on_aborted),
@@ -53,74 +63,258 @@ class Receiver:
 
     def serve(self, *, block: bool = True) -> Any:
         address = (settings.DICOM_HOST, settings.DICOM_PORT)
-        logger.info("DICOM receiver %s listening on %s:%s", settings.DICOM_AE_TITLE, *address)
-        return self.ae.start_server(address, block=block, evt_handlers=self.handlers())
+        logger.info(
+            "DICOM receiver %s listening on %s:%s%s",
+            settings.DICOM_AE_TITLE,
+            *address,
+            " (DICOM TLS)" if self.tls else "",
+        )
+        return self.ae.start_server(address, block=block, evt_handlers=self.handlers(), ssl_context=self.tls)
 
     def allowed_senders(self, event: Any) -> None:
-        """Re-read the allow-list for every connection: an admin's change applies at once."""
+        """Accept an association only as an enabled sender whose AE title, address and (with TLS)
+        certificate all agree, read afresh for each one: an admin's change applies at once. Anyone
+        else, or an error while checking, gets A-ASSOCIATE-RJ before any data is exchanged."""
+        assoc = event.assoc
+        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
         try:
-            titles = list(DicomNode.objects.filter(enabled=True).values_list("ae_title", flat=True))
+            address = str(assoc.requestor.address)
+            node = self.sender_check(calling, address, _peer_certificate(assoc))
+        except Exception:
+            logger.exception("Association from %s rejected: the sender could not be checked", calling)
+            node = None
         finally:
             close_old_connections()
-        self.ae.require_calling_aet = titles or [NOBODY]
+        if node is None:
+            assoc.acse.send_reject(*REJECT_UNKNOWN_CALLER)
+            assoc.kill()  # as pynetdicom's own rejections do: the DUL sends the A-ASSOCIATE-RJ first
+            return
+        self.senders[assoc] = node.pk
 
-    def on_store(self, event: Any) -> int:
-        key = id(event.assoc)
-        data = event.encoded_dataset()
-        with self.lock:
-            used = self.budget.get(key, 0) + len(data)
-            files = self.received.setdefault(key, [])
-            if used > settings.DICOM_MAX_SERIES_BYTES or len(files) >= settings.UPLOAD_MAX_FILES:
-                return OUT_OF_RESOURCES
-            self.budget[key] = used
-            files.append((f"instance {len(files) + 1}", data))
+    def sender_check(
+        self, ae_title: str, address: str, certificate: PeerCertificate | None
+    ) -> DicomNode | None:
+        """The one enabled sender this caller is (AE title, address, and with TLS the certificate),
+        or None."""
+        candidates = [
+            node for node in DicomNode.objects.filter(ae_title=ae_title, enabled=True) if node.admits(address)
+        ]
+        if self.tls is not None:
+            candidates = [node for node in candidates if certificate is not None and certificate.is_of(node)]
+        if len(candidates) != 1:
+            logger.warning(
+                "Association from %s at %s rejected: %s",
+                ae_title,
+                address,
+                "more than one sender matches" if candidates else "not an allowed sender from there",
+            )
+            return None
+        return candidates[0]
+
+    def sender_of(self, event: Any) -> int | None:
+        """The pk of the DicomNode this event's association was accepted as (deliver for it)."""
+        return self.senders.get(event.assoc)
+
+    def on_store(self, event: Any) -> int | Dataset:
+        """Check each instance before answering it: one that will not be kept gets a failure
+        status (A700, A900, C000 families) with the reason as its ErrorComment, so the sender knows;
+        one answered Success is stored when the association is released."""
+        if self.sender_of(event) is None:  # accepted associations only (see allowed_senders)
+            return NOT_AUTHORISED
+        delivery = self._delivery(event.assoc)
+        name = f"instance {len(delivery.reader) + len(delivery.refused) + 1}"
+        try:
+            if len(delivery.reader) >= settings.UPLOAD_MAX_FILES:
+                raise DicomRefused(
+                    f"{name}: more than {settings.UPLOAD_MAX_FILES} instances in one association, the most "
+                    "one delivery may hold. Send the study in several associations.",
+                    failure=Failure.OUT_OF_RESOURCES,
+                )
+            data = event.encoded_dataset()
+            delivery.reader.budget.take_bytes(name, len(data))
+            spooled = tempfile.TemporaryFile()  # kept on disk until the association is released
+            spooled.write(data)
+            del data
+            delivery.reader.add(name, spooled)
+        except DicomRefused as refused:
+            delivery.refused.append(str(refused))
+            logger.warning("C-STORE from %s: %s", _caller(event), refused)
+            return _failure_status(refused)
         return 0x0000
+
+    def _delivery(self, assoc: Any) -> Delivery:
+        with self.lock:
+            if assoc not in self.deliveries:
+                self.deliveries[assoc] = Delivery(SeriesReader(max_slices=settings.UPLOAD_MAX_FILES), [])
+            return self.deliveries[assoc]
 
     def on_aborted(self, event: Any) -> None:
         with self.lock:
-            dropped = self.received.pop(id(event.assoc), [])
-            self.budget.pop(id(event.assoc), None)
-        if dropped:
+            dropped = self.deliveries.pop(event.assoc, None)
+        if dropped is not None and len(dropped.reader):
             logger.warning(
-                "Association from %s aborted: %d instance(s) not stored", _caller(event), len(dropped)
+                "Association from %s aborted: %d instance(s) not stored", _caller(event), len(dropped.reader)
             )
 
     def on_released(self, event: Any) -> None:
         with self.lock:
-            files = self.received.pop(id(event.assoc), [])
-            self.budget.pop(id(event.assoc), None)
-        if files:
-            self.storing.submit(deliver, _caller(event), files)
+            delivery = self.deliveries.pop(event.assoc, None)
+        node = self.sender_of(event)
+        if delivery is not None and node is not None:
+            self.storing.submit(deliver, node, _caller(event), delivery)
+
+
+@dataclass
+class Delivery:
+    """One association's instances: those checked and kept (read again when stored), and the
+    reasons of those refused (already told to the sender)."""
+
+    reader: SeriesReader
+    refused: list[str]
 
 
 def _caller(event: Any) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-def deliver(sender: str, files: list[tuple[str, bytes]]) -> None:
+def _failure_status(refused: DicomRefused) -> Dataset:
+    status = Dataset()
+    status.Status = int(refused.failure)
+    # ErrorComment is an LO: 64 characters; the reason, without the file's name we gave it
+    status.ErrorComment = str(refused).split(": ", 1)[-1][:64]
+    return status
+
+
+def deliver(node_id: int, sender: str, delivery: Delivery) -> None:
     """Store one association's instances for the sender's care team (its own thread; errors are
-    logged and recorded, never raised into the network loop)."""
+    logged and recorded, never raised into the network loop). Every instance was checked when it
+    arrived, so what is stored here is what the sender was told was stored."""
     try:
-        node = DicomNode.objects.select_related("team").filter(ae_title=sender, enabled=True).first()
-        if node is None:
-            logger.warning("C-STORE from %s dropped: not an allowed sender", sender)
+        if delivery.refused:
+            trail.record(
+                trail.Action.UPLOAD,
+                object_type="dicom_delivery",
+                outcome=trail.Outcome.REFUSED,
+                detail=f"C-STORE from {sender}: {len(delivery.refused)} instance(s) refused; "
+                f"first: {delivery.refused[0]}"[:500],
+            )
+        series = delivery.reader.series()
+        if not series:
             return
-        received = studies_receive(team=node.team, files=files, via=Scan.Received.CSTORE, sender=sender)
+        node = DicomNode.objects.select_related("team").get(pk=node_id)
+        received = series_receive(team=node.team, series=series, via=Scan.Received.CSTORE, sender=sender)
         logger.info(
             "C-STORE from %s: %d scan(s) stored, %d series waiting for a patient",
             sender,
             len(received.scans),
             len(received.waiting),
         )
-    except DicomRefused as refused:
-        logger.warning("C-STORE from %s refused: %s", sender, refused)
-        trail.record(
-            trail.Action.UPLOAD,
-            object_type="dicom_delivery",
-            outcome=trail.Outcome.REFUSED,
-            detail=f"C-STORE from {sender}: {refused}"[:500],
-        )
     except Exception:
         logger.exception("C-STORE from %s could not be stored", sender)
     finally:
         close_old_connections()
+
+
+# --- DICOM TLS ------------------------------------------------------------------------------------
+
+
+class PeerCertificate:
+    """The client certificate a TLS peer presented (OpenSSL verified it against the trust anchors
+    of all enabled senders: a pinned certificate, or a CA)."""
+
+    def __init__(self, der: bytes, decoded: dict[str, Any]) -> None:
+        self.fingerprint = hashlib.sha256(der).hexdigest()
+        self.issuer = decoded.get("issuer")
+
+    def is_of(self, node: DicomNode) -> bool:
+        """Whether it is this sender's: pinned by it, or issued by one of its CAs (OpenSSL checked
+        the signature; the issuer's name says which of the trusted CAs it was)."""
+        if self.fingerprint in node.certificate_fingerprints:
+            return True
+        return self.issuer is not None and self.issuer in _ca_subjects(node.tls_certificate)
+
+
+def _peer_certificate(assoc: Any) -> PeerCertificate | None:
+    # assoc.dul.socket is pynetdicom's AssociationSocket; its .socket the accepted (SSL) socket
+    connection = getattr(assoc.dul.socket, "socket", None)
+    if not isinstance(connection, ssl.SSLSocket):
+        return None
+    der = connection.getpeercert(binary_form=True)
+    if not der:
+        return None
+    return PeerCertificate(der, connection.getpeercert() or {})
+
+
+def _ca_subjects(pem: str) -> list[Any]:
+    """The subjects of the CA certificates in a sender's PEM (leaf certificates are left out)."""
+    certificates = parse_certificates(pem)
+    if not certificates:
+        return []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=b"".join(certificates))
+    return [ca.get("subject") for ca in context.get_ca_certs()]
+
+
+def _trusted_certificates() -> bytes:
+    """DER of every enabled sender's certificates, the TLS trust anchors."""
+    pems = DicomNode.objects.filter(enabled=True).exclude(tls_certificate="")
+    return b"".join(der for pem in pems.values_list("tls_certificate", flat=True) for der in _ders(pem))
+
+
+def _ders(pem: str) -> list[bytes]:
+    try:
+        return parse_certificates(pem)
+    except ValueError:
+        return []
+
+
+def _server_context(trusted: bytes) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.DICOM_TLS_CERT, settings.DICOM_TLS_KEY)
+    context.verify_mode = ssl.CERT_REQUIRED  # every sender presents a certificate
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a pinned certificate is its own anchor
+    if trusted:  # none: every handshake fails, as it should
+        context.load_verify_locations(cadata=trusted)
+    return context
+
+
+class SenderTLS(ssl.SSLContext):
+    """What pynetdicom wraps each accepted connection with. It does so in its one accepting thread,
+    so the handshake gets a time limit (a client that connects and says nothing would otherwise hold
+    up every sender), and the trusted certificates are read afresh for each connection (an admin's
+    change applies at once; the context is rebuilt only when they changed). Which sender a
+    certificate belongs to is checked per association (`Receiver.sender_check`)."""
+
+    def __new__(cls) -> SenderTLS:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
+
+    def __init__(self) -> None:
+        self.built: tuple[bytes, ssl.SSLContext] | None = None
+        self.built_lock = threading.Lock()
+        try:
+            self.current()  # a wrong DICOM_TLS_CERT or key fails at start, not at the first sender
+        finally:
+            close_old_connections()
+
+    def current(self) -> ssl.SSLContext:
+        trusted = _trusted_certificates()
+        with self.built_lock:
+            if self.built is None or self.built[0] != trusted:
+                self.built = (trusted, _server_context(trusted))
+            return self.built[1]
+
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        try:
+            context = self.current()
+        except Exception as error:
+            # pynetdicom's accept loop drops a connection on OSError; anything else would end it
+            sock.close()
+            logger.exception("TLS connection dropped: the trusted certificates could not be read")
+            raise OSError("DICOM TLS unavailable") from error
+        finally:
+            close_old_connections()
+        sock.settimeout(TLS_HANDSHAKE_SECONDS)
+        wrapped = context.wrap_socket(sock, server_side=True)  # OSError (closed) on a failed handshake
+        wrapped.settimeout(None)  # as an accepted plain socket is: blocking
+        return wrapped

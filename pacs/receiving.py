@@ -3,6 +3,8 @@ PatientID within the sending team, or keep the series waiting for a clinician to
 
 from __future__ import annotations
 
+import re
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +24,16 @@ from cases.services.storage import files_delete
 
 from .ingest import series_store
 from .models import UnmatchedSeries
-from .reading import DicomRefused, DicomSeries, read_series
+from .reading import (
+    DicomRefused,
+    DicomSeries,
+    Failure,
+    Refusal,
+    RequestBudget,
+    Source,
+    read_series,
+    source_bytes,
+)
 
 INCOMING = "incoming"
 
@@ -32,61 +43,113 @@ class Received:
     scans: list[Scan] = field(default_factory=list)
     waiting: list[UnmatchedSeries] = field(default_factory=list)
     instances: list[tuple[str, str]] = field(default_factory=list)  # (SOP Class UID, SOP Instance UID)
+    refused: list[Refusal] = field(default_factory=list)  # left out of a partial delivery, and why
 
 
 def studies_receive(
     *,
     team: CareTeam,
-    files: Sequence[tuple[str, bytes]],
+    files: Sequence[tuple[str, Source]],
     via: str,
     sender: str,
     user: User | None = None,
     study_instance_uid: str | None = None,
+    budget: RequestBudget | None = None,
+    partial: bool = False,
 ) -> Received:
-    """Read the files (DicomRefused if any is refused: nothing is stored), then store each series
-    under its patient, or keep it waiting with the reason. With `study_instance_uid`, every
-    instance must belong to that study."""
-    series = read_series(files, max_slices=settings.UPLOAD_MAX_FILES)
-    strays = [
-        s.series_instance_uid
-        for s in series
-        if study_instance_uid and s.study_instance_uid != study_instance_uid
-    ]
-    if strays:
-        raise DicomRefused(f"Series {', '.join(strays)} belong to another study than {study_instance_uid}.")
-    contents = dict(files)
-    received = Received(
-        instances=[(i.sop_class_uid, i.sop_instance_uid) for s in series for i in s.instances]
-    )
+    """Read the files, then store each series under its patient, or keep it waiting with the
+    reason. Any refused file refuses them all (DicomRefused: nothing is stored), unless `partial`:
+    then refused files are left out and listed in `refused`, and the rest is stored (what a PACS
+    expects: PS3.18 partial success, a C-STORE status per instance). With `study_instance_uid`,
+    every instance must belong to that study."""
+    refused: list[Refusal] | None = [] if partial else None
+    series = read_series(files, max_slices=settings.UPLOAD_MAX_FILES, budget=budget, refused=refused)
+    received = Received(refused=refused or [])
+    if study_instance_uid:
+        strays = [s for s in series if s.study_instance_uid != study_instance_uid]
+        if strays and not partial:
+            uids = ", ".join(s.series_instance_uid for s in strays)
+            raise DicomRefused(f"Series {uids} belong to another study than {study_instance_uid}.")
+        received.refused += [
+            Refusal(
+                i.name,
+                f"{i.name}: belongs to study {s.study_instance_uid}, not {study_instance_uid} named in the "
+                "request; send it to its own study.",
+                Failure.NOT_THIS_SOP_CLASS,
+                i.sop_class_uid,
+                i.sop_instance_uid,
+            )
+            for s in strays
+            for i in s.instances
+        ]
+        series = [s for s in series if s.study_instance_uid == study_instance_uid]
+    return series_receive(team=team, series=series, via=via, sender=sender, user=user, received=received)
+
+
+def series_receive(
+    *,
+    team: CareTeam,
+    series: Sequence[DicomSeries],
+    via: str,
+    sender: str,
+    user: User | None = None,
+    received: Received | None = None,
+) -> Received:
+    """Store each series (already read and checked) under its patient, or keep it waiting with the
+    reason: nothing that can refuse a file happens here, so a sender told "stored" is right."""
+    received = received if received is not None else Received()
+    received.instances = [(i.sop_class_uid, i.sop_instance_uid) for s in series for i in s.instances]
     for item in series:
         patient, reason = patient_match(team, item, user=user)
         if patient is not None:
-            received.scans += series_store(
-                patient=patient, series=[item], uploaded_by=user, via=via, sender=sender
-            )
-        else:
-            kept = [(i.name, contents[i.name]) for i in item.instances]
-            received.waiting.append(_wait(team, item, kept, reason=reason, via=via, sender=sender))
+            try:
+                received.scans += series_store(
+                    patient=patient, series=[item], uploaded_by=user, via=via, sender=sender
+                )
+                continue
+            except ValidationError as invalid:  # e.g. a study date before the patient's birth
+                reason = Why(UnmatchedSeries.Reason.MISMATCH, " ".join(invalid.messages))
+        kept = [(i.name, i.source) for i in item.instances]
+        received.waiting.append(_wait(team, item, kept, reason=reason, via=via, sender=sender))
     return received
+
+
+@dataclass(frozen=True)
+class Why:
+    """Why a series waits: an UnmatchedSeries.Reason and a sentence saying exactly what disagreed
+    (the team's clinicians read it; it names header values and the MRN, never the sender)."""
+
+    reason: str = ""
+    detail: str = ""
+
+
+MATCHED = Why()
 
 
 def patient_match(
     team: CareTeam, series: DicomSeries, *, user: User | None = None
-) -> tuple[Patient | None, str]:
-    """The team's patient whose MRN is the series' PatientID, or None and why not. With
-    DICOM_CREATE_PATIENTS, an unknown PatientID with a full header registers a new patient."""
+) -> tuple[Patient | None, Why]:
+    """The team's patient whose MRN is the series' PatientID and whose birth date and name the
+    header confirms, or None and why not: anything missing or uncertain waits for a person. With
+    DICOM_CREATE_PATIENTS, an unknown PatientID with a full header registers a new patient. Only
+    `team`'s patients are looked at: another team's patient with the same MRN is never chosen."""
     patient_id = series.patient_id.strip()
     if not patient_id:
-        return None, UnmatchedSeries.Reason.UNKNOWN
+        return None, Why(UnmatchedSeries.Reason.UNKNOWN, "The header has no PatientID.")
     exact = list(Patient.objects.filter(team=team, mrn=patient_id)[:2])
     if len(exact) == 1:
-        patient = exact[0]
-        born = series.patient_birth_date
-        if born is not None and born != patient.birth_date:
-            return None, UnmatchedSeries.Reason.MISMATCH
-        return patient, ""
+        return _confirmed(exact[0], series)
+    if len(exact) > 1:  # the database should not allow it; if it does, a person decides
+        return None, Why(
+            UnmatchedSeries.Reason.AMBIGUOUS, f"More than one patient of the team has MRN {patient_id}."
+        )
     if Patient.objects.filter(team=team, mrn__iexact=patient_id).exists():
-        return None, UnmatchedSeries.Reason.AMBIGUOUS  # "ab12" against "AB12": a person decides
+        # "ab12" against "AB12": a person decides
+        return None, Why(
+            UnmatchedSeries.Reason.AMBIGUOUS,
+            f"PatientID {patient_id} matches a patient's MRN of the team only in another letter case.",
+        )
+    unknown = Why(UnmatchedSeries.Reason.UNKNOWN, f"No patient of the team has MRN {patient_id}.")
     if settings.DICOM_CREATE_PATIENTS and series.patient_name and series.patient_birth_date:
         try:
             return patient_create(
@@ -96,24 +159,83 @@ def patient_match(
                 birth_date=series.patient_birth_date,
                 sex=_sex(series.patient_sex),
                 created_by=user,
-            ), ""
-        except ValidationError:  # an implausible header: let a clinician look
-            return None, UnmatchedSeries.Reason.UNKNOWN
-    return None, UnmatchedSeries.Reason.UNKNOWN
+            ), MATCHED
+        except ValidationError as invalid:  # an implausible header: let a clinician look
+            return None, Why(
+                unknown.reason,
+                f"{unknown.detail} Its header could not register one: {' '.join(invalid.messages)}",
+            )
+    return None, unknown
+
+
+def _confirmed(patient: Patient, series: DicomSeries) -> tuple[Patient | None, Why]:
+    """The patient with the series' MRN, if the header's birth date and name agree with the
+    record; every disagreement is said, the first giving the reason."""
+    mrn = patient.mrn
+    problems: list[Why] = []
+    born = series.patient_birth_date
+    if born is None:
+        problems.append(
+            Why(
+                UnmatchedSeries.Reason.NO_BIRTH_DATE,
+                f"The header has no PatientBirthDate to confirm MRN {mrn}.",
+            )
+        )
+    elif born != patient.birth_date:
+        problems.append(
+            Why(
+                UnmatchedSeries.Reason.OTHER_BIRTH_DATE,
+                f"PatientBirthDate {born:%Y-%m-%d} differs from the birth date of the patient "
+                f"with MRN {mrn}.",
+            )
+        )
+    if not name_words(series.patient_name):
+        problems.append(
+            Why(UnmatchedSeries.Reason.NO_NAME, f"The header has no PatientName to confirm MRN {mrn}.")
+        )
+    elif name_words(series.patient_name) != name_words(patient.name):
+        problems.append(
+            Why(
+                UnmatchedSeries.Reason.OTHER_NAME,
+                f"PatientName '{series.patient_name}' does not match the patient's name for MRN {mrn}.",
+            )
+        )
+    if problems:
+        return None, Why(problems[0].reason, " ".join(problem.detail for problem in problems))
+    return patient, MATCHED
+
+
+def name_words(name: str) -> list[str]:
+    """A person's name as words to compare, whatever their order, case, accents or punctuation:
+    "Interop^Carol", "INTEROP^CAROL^^^", "Carol Interop" and "Carol  Intérop" agree; "Carol Anne
+    Interop" does not (a middle name one side lacks is uncertain: it waits). Splits on spaces and
+    on PN's "^" (and "=", should a reading keep the ideographic groups: they then disagree)."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    words = ("".join(c for c in word if c.isalnum()) for word in re.split(r"[\s^=,-]+", plain.casefold()))
+    return sorted(word for word in words if word)
 
 
 def _wait(
-    team: CareTeam, series: DicomSeries, files: list[tuple[str, bytes]], *, reason: str, via: str, sender: str
+    team: CareTeam,
+    series: DicomSeries,
+    files: list[tuple[str, Source]],
+    *,
+    reason: Why,
+    via: str,
+    sender: str,
 ) -> UnmatchedSeries:
     folder = f"{INCOMING}/{timezone.now():%Y/%m}/{uuid.uuid4().hex}"
     written: list[str] = []
     try:
         for number, (_, data) in enumerate(files):
-            written.append(default_storage.save(f"{folder}/{number:05d}.dcm", ContentFile(data)))
+            written.append(
+                default_storage.save(f"{folder}/{number:05d}.dcm", ContentFile(source_bytes(data)))
+            )
         with transaction.atomic():
             waiting = UnmatchedSeries.objects.create(
                 team=team,
-                reason=reason,
+                reason=reason.reason,
+                detail=reason.detail,
                 received_via=via,
                 sender=sender[:200],
                 dicom_patient_id=series.patient_id[:64],

@@ -15,6 +15,7 @@ Coding Scheme Identification Sequence.
 
 from __future__ import annotations
 
+import copy
 import datetime
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from django.utils import timezone
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, CTImageStorage, generate_uid
+from pydicom.valuerep import DA, TM
 
 from cases.models import Prediction, Scan, SliceResult
 
@@ -87,7 +89,11 @@ def structured_report(prediction: Prediction, *, sop_instance_uid: str | None = 
     slices = [item for item in scan.slices.all() if item.sop_instance_uid]
     if not slices:
         raise ValueError(f"scan {scan.pk} has no DICOM instances (no SOP Instance UIDs) to refer to")
-    evidence = {item.pk: _evidence(scan, item.sop_instance_uid, item.sop_class_uid) for item in slices}
+    source = _source(scan)
+    checked = _acceptable_to_highdicom(source)
+    evidence = {
+        item.pk: _evidence(scan, checked, item.sop_instance_uid, item.sop_class_uid) for item in slices
+    }
 
     sop_instance_uid = sop_instance_uid or generate_uid()
     finished = timezone.localtime(prediction.finished_at or timezone.now())
@@ -105,7 +111,13 @@ def structured_report(prediction: Prediction, *, sop_instance_uid: str | None = 
         series_description=SERIES_DESCRIPTION,
         content_date=finished.date(),
         content_time=finished.time().replace(tzinfo=None),
+        specific_character_set=None,  # the source's, below: highdicom refuses some valid ones
     )
+    # highdicom copies the patient and study from the evidence but checks a few values on the way
+    # (it refuses a valid character set such as ['', 'ISO 2022 IR 87'], and dates, times or a sex
+    # a scanner got wrong), so the source's elements go back in as received: a PACS files the report
+    # with its study, and a consistency check passes, only where they are the same.
+    report.update(copy.deepcopy(source))
     scheme = Dataset()
     scheme.CodingSchemeDesignator = SCHEME
     scheme.CodingSchemeName = SCHEME_NAME
@@ -114,15 +126,50 @@ def structured_report(prediction: Prediction, *, sop_instance_uid: str | None = 
     return report
 
 
-def _evidence(scan: Scan, sop_instance_uid: str, sop_class_uid: str) -> Dataset:
-    """What the PACS knows of one source instance: identity, patient and study, as received."""
-    patient = scan.patient
-    ds = Dataset()
+def _evidence(scan: Scan, source: Dataset, sop_instance_uid: str, sop_class_uid: str) -> Dataset:
+    """What the PACS knows of one source instance: identity, patient and study."""
+    ds = copy.deepcopy(source)
     ds.SOPClassUID = UID(sop_class_uid or CTImageStorage)
     ds.SOPInstanceUID = UID(sop_instance_uid)
-    ds.StudyInstanceUID = UID(scan.study_instance_uid)
     ds.SeriesInstanceUID = UID(scan.series_instance_uid)
-    # The header as it arrived: the PACS files the report under these, not under our record.
+    return ds
+
+
+def _source(scan: Scan) -> Dataset:
+    """The source's Patient and General Study attributes as received (the PACS files the report
+    under these, not under our record); rebuilt from the record for scans stored before they were
+    kept. The report's type 2 attributes the source lacked are empty, never ours (an upload's date
+    is not the study's)."""
+    if not scan.dicom_source_attributes:
+        return _rebuilt(scan)
+    ds = Dataset.from_json(scan.dicom_source_attributes)
+    if "StudyInstanceUID" not in ds:
+        ds.StudyInstanceUID = UID(scan.study_instance_uid)
+    for keyword in _TYPE_2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
+# The SR's Patient and General Study attributes that must be there, if empty (PS3.3 C.7.1.1, C.7.2.1).
+_TYPE_2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+)
+
+
+def _rebuilt(scan: Scan) -> Dataset:
+    patient = scan.patient
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"  # our record is Unicode: names need not be ASCII
+    ds.StudyInstanceUID = UID(scan.study_instance_uid)
     ds.PatientID = scan.dicom_patient_id or patient.mrn
     ds.PatientName = scan.dicom_patient_name or patient.name
     ds.PatientBirthDate = _da(scan.dicom_birth_date or patient.birth_date)
@@ -132,6 +179,20 @@ def _evidence(scan: Scan, sop_instance_uid: str, sop_class_uid: str) -> Dataset:
     ds.StudyDate = _da(scan.study_date)
     ds.StudyTime = ""
     ds.ReferringPhysicianName = ""
+    return ds
+
+
+def _acceptable_to_highdicom(source: Dataset) -> Dataset:
+    """The source with the values highdicom's SR would refuse emptied (the report gets the source's
+    elements back afterwards), so that an odd header never stops the report."""
+    ds = copy.deepcopy(source)
+    for keyword, kind in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM)):
+        try:
+            kind(str(ds.get(keyword) or ""))
+        except ValueError:
+            setattr(ds, keyword, "")
+    if ds.get("PatientSex") not in {"F", "M", "O", "", None}:
+        ds.PatientSex = ""
     return ds
 
 

@@ -30,7 +30,10 @@ def _waiting_for(user: selectors.Viewer):  # type: ignore[no-untyped-def]
 def unmatched_list(request: HttpRequest) -> HttpResponse:
     series = _waiting_for(request.user).order_by("resolved_at", "-created_at")[:200]
     trail.read_list("unmatched_series")
-    return render(request, "pacs/unmatched_list.html", {"series": series})
+    # Which PACS sent it (its AE title) is the network's business: staff see it, clinicians the channel.
+    return render(
+        request, "pacs/unmatched_list.html", {"series": series, "show_sender": request.user.is_staff}
+    )
 
 
 @login_required

@@ -128,6 +128,12 @@ class Scan(models.Model):
     dicom_patient_name = models.CharField("DICOM PatientName", max_length=200, blank=True)
     dicom_birth_date = models.DateField("DICOM PatientBirthDate", null=True, blank=True)
     dicom_sex = models.CharField("DICOM PatientSex", max_length=16, blank=True)
+    # The fields above are readable forms; the SR we send back copies the source's Patient and
+    # General Study attributes from here, as received (DICOM JSON, `pacs.reading.SOURCE_KEYWORDS`).
+    # Empty for images and for series stored before it was kept.
+    dicom_source_attributes = models.JSONField(
+        "DICOM patient and study attributes", default=dict, blank=True, editable=False
+    )
     # The lung window the model's input was made with, and where it came from.
     window_center = models.FloatField(null=True, blank=True, help_text="HU")
     window_width = models.FloatField(null=True, blank=True, help_text="HU")

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def known(patient):
-    patient.mrn, patient.birth_date = "P-1", date(1961, 3, 14)
+    patient.mrn, patient.birth_date, patient.name = "P-1", date(1961, 3, 14), "Jane Roe"
     patient.save()
     return patient
 
@@ -91,7 +91,7 @@ def test_stow_rs_in_and_out(orthanc, pacs_worker, live_server, alice, known):  #
 def test_c_store_in_and_out(orthanc, pacs_worker, settings, known, team_a):  # noqa: F811
     pacs_worker(PACS_CSTORE=orthanc.cstore)
     settings.DICOM_PORT = free_port()
-    DicomNode.objects.create(team=team_a, ae_title=orthanc.aet)
+    DicomNode.objects.create(team=team_a, ae_title=orthanc.aet, addresses="127.0.0.1")
     receiver = Receiver().serve(block=False)
     try:
         study_uid = stored_in_orthanc(orthanc, ct_series(dataset_slices(2, "normal")))

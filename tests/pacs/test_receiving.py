@@ -13,13 +13,19 @@ from pathlib import Path
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from django.urls import reverse
+from django.utils.html import escape
 from knox.models import AuthToken
 from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from audit.models import AuditEntry
 from cases.models import Patient, Scan
 from pacs.models import DicomNode, UnmatchedSeries
+from pacs.reading import readable_name
 from pacs.receiver import Receiver
+from pacs.receiving import name_words, studies_receive
+from tests import factories
 from tests.pacs.orthanc import free_port
 from tests.pacs.series import ct_series, dataset_slices
 
@@ -28,8 +34,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def known(patient):
-    """The patient the test series are of: MRN = PatientID, the same birth date."""
-    patient.mrn, patient.birth_date = "P-1", date(1961, 3, 14)
+    """The patient the test series are of: MRN = PatientID, the same birth date and name."""
+    patient.mrn, patient.birth_date, patient.name = "P-1", date(1961, 3, 14), "Jane Roe"
     patient.save()
     return patient
 
@@ -81,7 +87,11 @@ def test_a_series_whose_birth_date_disagrees_waits(live_server, alice, known):
     stow_client(live_server, alice).store_instances(
         datasets(ct_series(dataset_slices(1), birth_date="19700101"))
     )
-    assert UnmatchedSeries.objects.get().reason == "mismatch" and not Scan.objects.exists()
+    waiting = UnmatchedSeries.objects.get()
+    assert waiting.reason == "other_birth_date" and not Scan.objects.exists()
+    assert waiting.detail == (
+        "PatientBirthDate 1970-01-01 differs from the birth date of the patient with MRN P-1."
+    )
 
 
 def test_a_waiting_series_can_be_assigned_to_an_existing_patient_by_mrn(client, live_server, alice, known):
@@ -134,8 +144,110 @@ def test_stow_rs_refuses_what_it_cannot_take_and_stores_nothing(live_server, ali
         data=body,
         headers={**auth, "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
     )
-    assert refused.status_code == 409 and "CT" in refused.json()["detail"]
+    # PS3.18: 409, every instance in FailedSOPSequence with its FailureReason (A900: not a CT image)
+    assert refused.status_code == 409 and refused.headers["Content-Type"] == "application/dicom+json"
+    [failed] = refused.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xA900] and "00081199" not in refused.json()
+    assert failed["00081155"]["Value"] == [dcmread(BytesIO(mr[0][1])).SOPInstanceUID]
+    assert "not a CT image" in refused.headers["Warning"]
     assert not Scan.objects.exists() and not UnmatchedSeries.objects.exists()
+
+
+# --- whose series it is: MRN, birth date and name must all agree ----------------------------------
+
+
+def received(team, **header):
+    """One series of `header` (ct_series' arguments) as a PACS sends it to `team`."""
+    files = ct_series(dataset_slices(1), **header)
+    return studies_receive(team=team, files=files, via=Scan.Received.STOW, sender="alice")
+
+
+def test_a_series_without_a_birth_date_waits(known, team_a):
+    waiting = received(team_a, birth_date="").waiting[0]
+    assert (waiting.reason, waiting.detail) == (
+        "no_birth_date",
+        "The header has no PatientBirthDate to confirm MRN P-1.",
+    )
+    assert not Scan.objects.exists()
+
+
+def test_a_series_without_a_name_waits(known, team_a):
+    waiting = received(team_a, patient_name="").waiting[0]
+    assert waiting.reason == "no_name"
+    assert waiting.detail == "The header has no PatientName to confirm MRN P-1."
+    assert not Scan.objects.exists()
+
+
+def test_a_series_of_another_name_waits_and_the_team_sees_why(client, alice, known, team_a):
+    waiting = received(team_a, patient_name="Doe^John").waiting[0]
+    assert not Scan.objects.exists()
+    assert waiting.reason == "other_name"
+    assert waiting.detail == "PatientName 'John Doe' does not match the patient's name for MRN P-1."
+    client.force_login(alice)
+    page = client.get(reverse("pacs:unmatched_list")).content.decode()
+    assert escape(waiting.detail) in page and "the name differs from the patient&#x27;s" in page
+
+
+def test_every_disagreement_is_said_the_first_giving_the_reason(known, team_a):
+    waiting = received(team_a, patient_name="Doe^John", birth_date="19700101").waiting[0]
+    assert waiting.reason == "other_birth_date"
+    assert "PatientBirthDate 1970-01-01 differs" in waiting.detail
+    assert "PatientName 'John Doe' does not match" in waiting.detail
+
+
+@pytest.mark.parametrize(
+    ("record", "header"),
+    [
+        ("Carol Interop", "Interop^Carol"),
+        ("Carol Interop", "INTEROP^CAROL^^^"),
+        ("Jane Roe", "roe^jane"),
+        ("Zoë O'Neil", "ONEIL^ZOE"),
+    ],
+)
+def test_the_same_name_in_another_order_case_or_spelling_of_accents_is_stored(known, team_a, record, header):
+    known.name = record
+    known.save()
+    assert [scan.patient for scan in received(team_a, patient_name=header).scans] == [known]
+    assert not UnmatchedSeries.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("header", "record", "same"),
+    [
+        ("Interop^Carol", "Carol Interop", True),
+        ("INTEROP^CAROL^^^", "Carol Interop", True),
+        ("Interop^Carol=インターオプ^キャロル", "Carol Interop", True),  # the alphabetic group counts
+        ("Müller-Lüdenscheidt^Hans", "hans muller ludenscheidt", True),
+        ("Roe^Jane", "Carol Interop", False),
+        ("Roe^Jane^Mary", "Jane Roe", False),  # a middle name one side lacks: uncertain
+        ("Roe", "Jane Roe", False),
+    ],
+)
+def test_names_compare_by_their_words(header, record, same):
+    assert (name_words(readable_name(header)) == name_words(record)) is same
+
+
+def test_the_same_mrn_in_two_teams_lands_in_the_sending_teams_patient_only(
+    live_server, alice, charlie, known, team_a, team_b
+):
+    twin = factories.PatientFactory(team=team_b, mrn="P-1", name="Jane Roe", birth_date=known.birth_date)
+    stow_client(live_server, charlie).store_instances(datasets(ct_series(dataset_slices(1), series_number=3)))
+    assert [scan.patient for scan in Scan.objects.all()] == [twin]
+    stow_client(live_server, alice).store_instances(datasets(ct_series(dataset_slices(1), series_number=4)))
+    assert {scan.patient for scan in Scan.objects.all()} == {twin, known}
+    assert known.scans.count() == 1 and twin.scans.count() == 1
+    assert not UnmatchedSeries.objects.exists()
+
+
+def test_only_staff_see_which_pacs_sent_a_waiting_series(client, alice, team_a):
+    files = ct_series(dataset_slices(1), patient_id="X-9")
+    studies_receive(team=team_a, files=files, via=Scan.Received.CSTORE, sender="CT-ROUTER")
+    client.force_login(alice)
+    page = client.get(reverse("pacs:unmatched_list")).content.decode()
+    assert "X-9" in page and "DICOM C-STORE" in page and "CT-ROUTER" not in page
+    client.force_login(factories.UserFactory(username="sam", is_staff=True, teams=[team_a]))
+    page = client.get(reverse("pacs:unmatched_list")).content.decode()
+    assert "X-9" in page and "DICOM C-STORE from CT-ROUTER" in page
 
 
 # --- C-STORE --------------------------------------------------------------------------------------
@@ -184,7 +296,7 @@ def wait_for_scans(count: int) -> None:
 
 
 def test_c_store_from_an_allowed_sender_is_stored_for_its_team(receiver, tmp_path, known, team_a):
-    DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER")
+    DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="10.9.9.9, 127.0.0.0/8")
     result = storescu(receiver, written(tmp_path, ct_series(dataset_slices(3), shuffle=True)), "CT-ROUTER")
     assert result.returncode == 0, result.stderr
     wait_for_scans(1)
@@ -194,7 +306,34 @@ def test_c_store_from_an_allowed_sender_is_stored_for_its_team(receiver, tmp_pat
 
 
 def test_c_store_from_an_unknown_caller_is_rejected(receiver, tmp_path, known, team_a):
-    DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER")
+    DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="127.0.0.0/8")
     result = storescu(receiver, written(tmp_path, ct_series(dataset_slices(1))), "STRANGER")
     assert "rejected" in (result.stdout + result.stderr).lower()
     assert not Scan.objects.exists()
+
+
+def associate(port: int, calling: str):  # type: ignore[no-untyped-def]
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = 10
+    return ae.associate("127.0.0.1", port, ae_title="LUNGPORTAL")
+
+
+def test_c_store_from_an_allowed_title_at_another_address_is_rejected(receiver, known, team_a):
+    node = DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="10.9.9.9")
+    refused = associate(receiver, "CT-ROUTER")
+    assert refused.is_rejected and not refused.is_established  # A-ASSOCIATE-RJ, before any data
+    node.addresses = "10.9.9.9 127.0.0.0/8"  # the admin's change applies to the next association
+    node.save()
+    assoc = associate(receiver, "CT-ROUTER")
+    assert assoc.is_established
+    status = assoc.send_c_store(datasets(ct_series(dataset_slices(1)))[0])
+    assoc.release()
+    assert status.Status == 0x0000
+    wait_for_scans(1)
+    assert Scan.objects.get().patient == known
+
+
+def test_a_disabled_sender_is_rejected_from_its_own_address(receiver, team_a):
+    DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="127.0.0.1", enabled=False)
+    assert associate(receiver, "CT-ROUTER").is_rejected
