@@ -54,6 +54,7 @@ def unpack_zip(
             content = _read(archive, info, label=f"{name}:{entry}", room=max_file_bytes, budget=budget)
             content.seek(0)
             head = content.read(4)
+            content.seek(0)
             if head.startswith(_ZIP_MAGIC) or entry.lower().endswith(".zip"):
                 raise DicomRefused(
                     f"{name}:{entry}: is a zip inside the zip; nested archives are not unpacked. "

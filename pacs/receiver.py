@@ -304,7 +304,7 @@ class SenderTLS(ssl.SSLContext):
                 self.built = (trusted, _server_context(trusted))
             return self.built[1]
 
-    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+    def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         try:
             context = self.current()
         except Exception as error:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -151,7 +152,7 @@ def associate(
     return ae.associate("127.0.0.1", port, ae_title="LUNGPORTAL", tls_args=(context, "localhost"))
 
 
-def one_instance():  # type: ignore[no-untyped-def]
+def one_instance() -> Dataset:
     return dcmread(BytesIO(ct_series(dataset_slices(1))[0][1]))
 
 
@@ -200,7 +201,7 @@ def test_a_tls_sender_at_another_address_is_refused(tls_receiver, pki, team_a):
 
 
 def test_a_silent_connection_does_not_hold_up_the_senders(tls_receiver, pki, team_a, monkeypatch):
-    monkeypatch.setattr(receiver_module, "TLS_HANDSHAKE_SECONDS", None)
+    monkeypatch.setattr(receiver_module, "TLS_HANDSHAKE_SECONDS", 1.0)
     DicomNode.objects.create(
         team=team_a, ae_title="CT-ROUTER", addresses="127.0.0.1", tls_certificate=pki.router.pem
     )

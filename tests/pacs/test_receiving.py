@@ -17,6 +17,7 @@ from django.utils.html import escape
 from knox.models import AuthToken
 from pydicom import dcmread
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from audit.models import AuditEntry
@@ -230,7 +231,8 @@ def test_names_compare_by_their_words(header, record, same):
 def test_the_same_mrn_in_two_teams_lands_in_the_sending_teams_patient_only(
     live_server, alice, charlie, known, team_a, team_b
 ):
-    twin = factories.PatientFactory(team=team_b, mrn="P-1", name="Jane Roe", birth_date=known.birth_date)
+    factories.PatientFactory(team=team_b, mrn="P-1", name="Jane Roe", birth_date=known.birth_date)
+    twin = Patient.objects.get(team=team_b, mrn="P-1")
     stow_client(live_server, charlie).store_instances(datasets(ct_series(dataset_slices(1), series_number=3)))
     assert [scan.patient for scan in Scan.objects.all()] == [twin]
     stow_client(live_server, alice).store_instances(datasets(ct_series(dataset_slices(1), series_number=4)))
@@ -312,7 +314,7 @@ def test_c_store_from_an_unknown_caller_is_rejected(receiver, tmp_path, known, t
     assert not Scan.objects.exists()
 
 
-def associate(port: int, calling: str):  # type: ignore[no-untyped-def]
+def associate(port: int, calling: str) -> Association:
     ae = AE(ae_title=calling)
     ae.add_requested_context(CTImageStorage)
     ae.acse_timeout = 10

@@ -7,10 +7,15 @@ from pacs.receiver import Receiver
 
 
 class Command(BaseCommand):
-    help = "Run the DICOM C-STORE receiver (AE title DICOM_AE_TITLE on DICOM_HOST:DICOM_PORT)."
+    help = (
+        "Run the DICOM C-STORE receiver (AE title DICOM_AE_TITLE on DICOM_HOST:DICOM_PORT; DICOM TLS "
+        "with DICOM_TLS_CERT and DICOM_TLS_KEY)."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        receiver = Receiver()  # with TLS, a wrong certificate or key stops it here
         self.stdout.write(
             f"DICOM receiver {settings.DICOM_AE_TITLE} on {settings.DICOM_HOST}:{settings.DICOM_PORT}"
+            + (" (DICOM TLS)" if receiver.tls else "")
         )
-        Receiver().serve(block=True)
+        receiver.serve(block=True)
