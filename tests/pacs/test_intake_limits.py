@@ -30,7 +30,9 @@ from cases.models import Patient, Scan, Slice
 from pacs.models import DicomNode, UnmatchedSeries
 from pacs.reading import DicomRefused, Failure, read_series
 from pacs.receiver import Receiver
+from tests.conftest import wait_for
 from tests.pacs.orthanc import free_port
+from tests.pacs.orthanc import orthanc as orthanc  # noqa: F401  (the session's PACS)
 from tests.pacs.series import ct_series, dataset_slices
 
 MB = 1024 * 1024
@@ -272,8 +274,6 @@ def receiver(settings, team_a):
 
 @pytest.mark.django_db(transaction=True)
 def test_c_store_answers_a_refused_instance_with_a_failure_and_stores_the_rest(receiver, known, settings):
-    from tests.conftest import wait_for
-
     settings.UPLOAD_MAX_PIXELS = 4096 * 4096
     good = ct_series(dataset_slices(2), patient_name="Roe^Jane")
     study_uid = dcmread(BytesIO(good[0][1])).StudyInstanceUID
@@ -299,3 +299,45 @@ def test_c_store_answers_a_refused_instance_with_a_failure_and_stores_the_rest(r
     scan = Scan.objects.get()
     assert scan.slices.count() == 2 and scan.patient == known and scan.received_via == "cstore"
     assert Patient.objects.count() == 1
+
+
+# --- what a real PACS hears: Orthanc's STOW-RS client ----------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_orthanc_sending_a_study_with_a_refused_series_is_told_how_many_were_kept(
+    orthanc,  # noqa: F811
+    live_server,
+    alice,
+    known,
+):
+    study_uid = "1.2.826.0.1.3680043.10.55"
+    good = ct_series(dataset_slices(2), study_uid=study_uid, patient_name="Roe^Jane")
+    mr = ct_series(dataset_slices(1), study_uid=study_uid, modality="MR", patient_name="Roe^Jane")
+    for _, data in good + mr:
+        orthanc.upload(data)
+    token = AuthToken.objects.create(alice)[1]
+    orthanc.dicomweb_server_put(
+        "portal", url=f"{live_server.url}/dicomweb/", headers={"Authorization": f"Token {token}"}
+    )
+
+    job = orthanc.ok(
+        orthanc.post(
+            "dicom-web/servers/portal/stow",
+            json={"Resources": [orthanc.study_id(study_uid)], "Synchronous": False},
+        )
+    )["ID"]
+    wait_for(
+        lambda: orthanc.ok(orthanc.get(f"jobs/{job}"))["State"] in ("Success", "Failure"),
+        timeout=60,
+        message=orthanc.log_tail(),
+    )
+
+    # Orthanc 1.10's client reads the PS3.18 answer (202): it reports the count we kept, not a
+    # protocol error; the reasons themselves are in the answer, which its job log does not show.
+    details = orthanc.ok(orthanc.get(f"jobs/{job}"))["Content"]
+    assert (
+        details["FunctionErrorDetails"] == "The STOW-RS server was only able to receive 2 instances out of 3"
+    )
+    scan = Scan.objects.get()
+    assert (scan.patient, scan.slices.count()) == (known, 2)
