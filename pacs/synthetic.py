@@ -18,18 +18,23 @@ the portal's default (DICOM_DEFAULT_WINDOW_CENTER/WIDTH).
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    RLELossless,
     generate_uid,
 )
 
@@ -117,6 +122,24 @@ def ct_series(
     if shuffle:
         random.Random(seed).shuffle(files)
     return files
+
+
+def rle_bomb(side: int, **header: Any) -> bytes:
+    """A hostile CT instance: side×side zeros in RLE Lossless, about side²/64 bytes that decode to
+    2·side² (8192: 2 MB on the wire, 128 MiB decoded), built without ever holding the pixels.
+    `side` a multiple of 128; `header` as ct_series takes it."""
+    [(_, small)] = ct_series([np.zeros((64, 64), dtype=np.uint8)], **header)
+    ds = dcmread(BytesIO(small))
+    segment = b"\x81\x00" * (side * side // 128)  # PackBits: 128 zeros per two bytes, within each row
+    offsets = struct.pack("<16I", 2, 64, 64 + len(segment), *[0] * 13)  # two segments: high, low bytes
+    ds.Rows = ds.Columns = side
+    ds.PixelData = encapsulate([offsets + segment + segment])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def encode(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes:

@@ -147,7 +147,9 @@ def test_a_file_past_the_per_file_limit_is_refused():
 def test_the_total_past_the_limit_is_refused():
     data = make_zip([(f"IM{n}.dcm", bytes([n]) * 1000) for n in range(5)])
 
-    assert refusal(data, max_bytes=4500).startswith("study.zip:IM4.dcm: the DICOM sent together passes 4500 bytes")
+    message = refusal(data, max_bytes=4500)
+
+    assert message.startswith("study.zip:IM4.dcm: the DICOM sent together passes 4500 bytes")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ Peak memory is measured with tracemalloc (numpy's arrays are traced too)."""
 
 from __future__ import annotations
 
-import struct
 import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -20,7 +19,6 @@ import requests
 from django.urls import reverse
 from knox.models import AuthToken
 from pydicom import dcmread
-from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -30,29 +28,13 @@ from cases.models import Patient, Scan, Slice
 from pacs.models import DicomNode, UnmatchedSeries
 from pacs.reading import DicomRefused, Failure, read_series
 from pacs.receiver import Receiver
+from pacs.synthetic import rle_bomb
 from tests.conftest import wait_for
 from tests.pacs.orthanc import free_port
 from tests.pacs.orthanc import orthanc as orthanc  # noqa: F401  (the session's PACS)
 from tests.pacs.series import ct_series, dataset_slices
 
 MB = 1024 * 1024
-
-
-def rle_bomb(side: int, **header: Any) -> bytes:
-    """A CT instance of side×side zeros in RLE Lossless: about side²/64 bytes that would decode to
-    2·side² (8192: 2 MB on the wire, 128 MiB decoded). Rows are PackBits runs of 128 zeros."""
-    [(_, small)] = ct_series([np.zeros((64, 64), dtype=np.uint8)], **header)
-    ds = dcmread(BytesIO(small))
-    segment = b"\x81\x00" * (side * side // 128)  # -127: the next byte 128 times; rows never crossed
-    offsets = struct.pack("<16I", 2, 64, 64 + len(segment), *[0] * 13)
-    ds.Rows = ds.Columns = side
-    ds.PixelData = encapsulate([offsets + segment + segment])
-    ds["PixelData"].VR = "OB"
-    ds["PixelData"].is_undefined_length = True
-    ds.file_meta.TransferSyntaxUID = RLELossless
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def peak_bytes(action: Callable[[], Any]) -> tuple[Any, int]:
