@@ -13,7 +13,7 @@ import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import IntEnum
 from io import BytesIO
 from typing import IO, Any
@@ -42,6 +42,7 @@ _FALLBACKS: dict[str, float] = {
 }
 
 _INT16_MIN, _INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
+_EARLIEST = date(1900, 1, 1)
 _INT16_LUT_ABOVE = 1 << 16  # pixels past which `windowed` looks int16 values up in a table
 _MULTI_FRAME_CT = {EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage}
 
@@ -284,6 +285,7 @@ def _read_file(
         uids = {"sop_class_uid": _text(ds, "SOPClassUID"), "sop_instance_uid": _text(ds, "SOPInstanceUID")}
         sop_uid, series_uid, study_uid = _uids(name, ds)
         _check_image(name, ds, min_side=min_side, max_side=max_side)
+        _check_dates(name, ds)
         if sop_uid in seen:
             raise DicomRefused(
                 f"{name}: has the same SOPInstanceUID ({sop_uid}) as {seen[sop_uid]}; the image was "
@@ -449,6 +451,19 @@ def _uids(name: str, ds: Dataset) -> tuple[str, str, str]:
             )
         values.append(value)
     return values[0], values[1], values[2]
+
+
+def _check_dates(name: str, ds: Dataset) -> None:
+    """Dates the record would refuse (cases.validators.plausible_date) are refused here, before the
+    sender is told anything: from 1900, and not past tomorrow (a day of slack for time zones)."""
+    for keyword in ("StudyDate", "PatientBirthDate"):
+        value = _date(ds, keyword)
+        if value is not None and not (_EARLIEST <= value <= date.today() + timedelta(days=1)):
+            raise DicomRefused(
+                f"{name}: its {keyword} ({value:%Y-%m-%d}) is not a plausible date (from 1900, not in the "
+                "future). Correct it at the PACS or scanner and send it again.",
+                failure=Failure.NOT_THIS_SOP_CLASS,
+            )
 
 
 def _check_image(name: str, ds: Dataset, *, min_side: int, max_side: int) -> None:

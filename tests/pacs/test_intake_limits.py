@@ -6,6 +6,8 @@ Peak memory is measured with tracemalloc (numpy's arrays are traced too)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -323,3 +325,42 @@ def test_orthanc_sending_a_study_with_a_refused_series_is_told_how_many_were_kep
     )
     scan = Scan.objects.get()
     assert (scan.patient, scan.slices.count()) == (known, 2)
+
+
+def test_an_implausible_study_date_is_refused_before_the_sender_is_answered():
+    [(name, data)] = ct_series([np.zeros((64, 64), dtype=np.uint8)], study_date="20990101")
+
+    with pytest.raises(DicomRefused) as caught:
+        read_series([(name, data)], max_slices=1)
+
+    assert str(caught.value).startswith("IM0001.dcm: its StudyDate (2099-01-01) is not a plausible date")
+    assert caught.value.failure == Failure.NOT_THIS_SOP_CLASS
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk's storescu is not installed")
+@pytest.mark.django_db(transaction=True)
+def test_dcmtk_storescu_hears_which_instance_was_refused(receiver, known, tmp_path):
+    good = ct_series(dataset_slices(2), patient_name="Roe^Jane")
+    scout = with_uids(
+        good[0][1], SOPInstanceUID="1.2.826.0.1.3680043.10.6", ImageType=["ORIGINAL", "LOCALIZER"]
+    )
+    for name, data in [*good, ("SCOUT.dcm", scout)]:
+        (tmp_path / name).write_bytes(data)
+
+    result = subprocess.run(
+        ["storescu", "-v", "--no-halt", "-aet", "CT-ROUTER", "-aec", "LUNGPORTAL", "127.0.0.1", str(receiver)]
+        + [str(tmp_path / name) for name in ("IM0001.dcm", "SCOUT.dcm", "IM0002.dcm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    said = result.stdout + result.stderr
+    responses = [line for line in said.splitlines() if "Received Store Response" in line]
+    assert responses == [
+        "I: Received Store Response (Success)",
+        "I: Received Store Response (Error: DataSetDoesNotMatchSOPClass)",
+        "I: Received Store Response (Success)",
+    ], said
+    wait_for(lambda: Scan.objects.exists(), timeout=60, message="the accepted instances stored")
+    assert Scan.objects.get().slices.count() == 2
