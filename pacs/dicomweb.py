@@ -238,7 +238,7 @@ def _reference(sop_class: str, sop_instance: str) -> dict[str, Any]:
 
 
 def _failure(refusal: Refusal) -> dict[str, Any]:
-    item = {
+    item: dict[str, Any] = {
         key: {"vr": "UI", "Value": [uid]}
         for key, uid in (("00081150", refusal.sop_class_uid), ("00081155", refusal.sop_instance_uid))
         if uid

@@ -313,7 +313,8 @@ def _read_file(
         raise DicomRefused(
             f"{name}: the DICOM file is damaged and cannot be read ({type(error).__name__}: {error}). "
             "Export it again from the PACS or scanner.",
-            **uids,
+            sop_class_uid=uids["sop_class_uid"],
+            sop_instance_uid=uids["sop_instance_uid"],
         ) from error
     seen[sop_uid] = name
     if group is None:

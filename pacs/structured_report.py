@@ -191,7 +191,7 @@ def _acceptable_to_highdicom(source: Dataset) -> Dataset:
             kind(str(ds.get(keyword) or ""))
         except ValueError:
             setattr(ds, keyword, "")
-    if ds.get("PatientSex") not in {"F", "M", "O", "", None}:
+    if str(ds.get("PatientSex") or "") not in {"F", "M", "O", ""}:
         ds.PatientSex = ""
     return ds
 

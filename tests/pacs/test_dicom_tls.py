@@ -15,6 +15,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ValidationError
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -23,7 +24,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from cases.models import Scan
 from pacs import receiver as receiver_module
-from pacs.models import DicomNode, UnmatchedSeries
+from pacs.models import DicomNode, UnmatchedSeries, validate_certificates
 from pacs.receiver import Receiver
 from tests.conftest import wait_for
 from tests.pacs.orthanc import free_port
@@ -210,3 +211,10 @@ def test_a_silent_connection_does_not_hold_up_the_senders(tls_receiver, pki, tea
         assoc = associate(tls_receiver, pki, pki.router)
         assert assoc.is_established and time.monotonic() - started < 8
         assoc.release()
+
+
+def test_a_sender_certificate_must_be_pem(pki):
+    validate_certificates(pki.router.pem + pki.hospital.pem)  # several: a rollover, or a chain
+    for wrong in ("not a certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"):
+        with pytest.raises(ValidationError):
+            validate_certificates(wrong)

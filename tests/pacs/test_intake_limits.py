@@ -212,7 +212,7 @@ def test_a_large_stow_body_is_stored_holding_a_fraction_of_it(live_server, alice
     print(f"STOW-RS of {size / MB:.0f} MB (40 instances of 1024x1024): peak {peak / MB:.1f} MB")
 
 
-def with_uids(data: bytes, **values: str) -> bytes:
+def with_uids(data: bytes, **values: Any) -> bytes:
     ds = dcmread(BytesIO(data))
     for keyword, value in values.items():
         setattr(ds, keyword, value)

@@ -7,6 +7,7 @@ import struct
 from datetime import date
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,13 +61,13 @@ def small(grey: int = 100, size: tuple[int, int] = (64, 64)) -> np.ndarray:
     return image
 
 
-def read_one(files: list[tuple[str, bytes]], **kwargs: int) -> DicomInstance:
+def read_one(files: list[tuple[str, bytes]], **kwargs: Any) -> DicomInstance:
     [series] = read_series(files, max_slices=10, **kwargs)
     [instance] = series.instances
     return instance
 
 
-def refusal(files: list[tuple[str, bytes]], **kwargs: int) -> str:
+def refusal(files: list[tuple[str, bytes]], **kwargs: Any) -> str:
     with pytest.raises(DicomRefused) as caught:
         read_series(files, max_slices=kwargs.pop("max_slices", 10), **kwargs)
     return str(caught.value)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import escape
 from knox.models import AuthToken
@@ -22,7 +23,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from audit.models import AuditEntry
 from cases.models import Patient, Scan
-from pacs.models import DicomNode, UnmatchedSeries
+from pacs.models import DicomNode, UnmatchedSeries, validate_networks
 from pacs.reading import readable_name
 from pacs.receiver import Receiver
 from pacs.receiving import name_words, studies_receive
@@ -339,3 +340,25 @@ def test_c_store_from_an_allowed_title_at_another_address_is_rejected(receiver, 
 def test_a_disabled_sender_is_rejected_from_its_own_address(receiver, team_a):
     DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="127.0.0.1", enabled=False)
     assert associate(receiver, "CT-ROUTER").is_rejected
+
+
+@pytest.mark.parametrize(
+    ("addresses", "peer", "admitted"),
+    [
+        ("10.1.2.3", "10.1.2.3", True),
+        ("10.9.9.9, 10.1.0.0/16", "10.1.200.7", True),
+        ("10.1.2.3/24", "10.1.2.77", True),  # host bits tolerated: the /24
+        ("fd00::/8 10.9.9.9", "fd12::1", True),
+        ("127.0.0.0/8", "::ffff:127.0.0.1", True),  # a dual-stack listener's view of an IPv4 peer
+        ("10.1.2.3", "10.1.2.4", False),
+        ("10.1.0.0/16", "not an address", False),
+    ],
+)
+def test_a_sender_admits_only_its_addresses(addresses, peer, admitted):
+    assert DicomNode(addresses=addresses).admits(peer) is admitted
+
+
+@pytest.mark.parametrize("addresses", ["", "  ", "10.1.2.300", "10.1.2.0/33", "pacs.example.org"])
+def test_a_sender_needs_addresses_that_are_ip_networks(addresses):
+    with pytest.raises(ValidationError):
+        validate_networks(addresses)
