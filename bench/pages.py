@@ -338,7 +338,7 @@ def _seed(sizes: Sizes) -> dict[str, Any]:
     from django.contrib.auth.models import User
     from django.db import connection, transaction
 
-    from cases.models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult
+    from cases.models import CareTeam, Patient, Prediction, Review, Scan, Slice, SliceResult, Study
     from inference.models import ModelVersion
 
     rng = random.Random(14)
@@ -367,13 +367,27 @@ def _seed(sizes: Sizes) -> dict[str, Any]:
         )
         owners = [patients[0]] * HISTORY_SCANS
         owners += [rng.choice(patients[1:]) for _ in range(sizes.scans - HISTORY_SCANS)]
-        scans = []
-        for patient in owners:
-            created = now - timedelta(minutes=rng.randrange(5 * 365 * 24 * 60))
-            scans.append(
-                Scan(patient=patient, study_date=created.date(), created_at=created, uploaded_by=clinician)
-            )
-        scans = Scan.objects.bulk_create(scans, batch_size=5000)
+        arrivals = [now - timedelta(minutes=rng.randrange(5 * 365 * 24 * 60)) for _ in owners]
+        studies = Study.objects.bulk_create(
+            [
+                Study(patient=patient, study_date=created.date(), created_at=created)
+                for patient, created in zip(owners, arrivals, strict=True)
+            ],
+            batch_size=5000,
+        )
+        scans = Scan.objects.bulk_create(
+            [
+                Scan(
+                    patient=study.patient,
+                    study=study,
+                    study_date=study.study_date,
+                    created_at=study.created_at,
+                    uploaded_by=clinician,
+                )
+                for study in studies
+            ],
+            batch_size=5000,
+        )
         slices = Slice.objects.bulk_create(
             [
                 Slice(

@@ -20,7 +20,7 @@ from django.db import transaction
 from PIL import Image
 
 from audit import trail
-from cases.models import Patient, Prediction, Scan, Slice
+from cases.models import Patient, Prediction, Scan, Slice, Study
 from cases.services.predictions import active_version, enqueue_on_commit
 from cases.services.storage import file_save, files_delete
 from cases.services.uploads import THUMBNAIL_SIZE, UploadError, display_name, scan_upload
@@ -185,7 +185,7 @@ def series_store(
     version = active_version()
     scans = [_scan(patient, item, uploaded_by, via, note, study_date) for item in series]
     for scan in scans:  # the study's own fields first: a wrong date is told before decoding
-        scan.full_clean(exclude=["patient", "uploaded_by"])
+        scan.full_clean(exclude=["patient", "study", "uploaded_by"])
     stored: list[str] = []
     try:
         prepared = [[_prepared(instance, stored) for instance in item.instances] for item in series]
@@ -193,6 +193,7 @@ def series_store(
             for scan, item, slices in zip(scans, series, prepared, strict=True):
                 center, width, source = slices[0].window
                 scan.window_center, scan.window_width, scan.window_source = center, width, source
+                scan.study = _study(patient, item, scan)
                 scan.save()
                 Slice.objects.bulk_create(
                     [_slice(scan, position, prepared_slice) for position, prepared_slice in enumerate(slices)]
@@ -214,6 +215,23 @@ def series_store(
         files_delete(stored)
         raise
     return scans
+
+
+def _study(patient: Patient, item: DicomSeries, scan: Scan) -> Study:
+    """The patient's study of the series' StudyInstanceUID (a second series, or a resend, joins it),
+    made from the series' header the first time."""
+    study, _ = Study.objects.get_or_create(
+        patient=patient,
+        study_instance_uid=item.study_instance_uid,
+        defaults={
+            "accession_number": scan.accession_number,
+            "study_date": scan.study_date,
+            "study_time": item.study_time,
+            "description": item.study_description[:64],
+            "priority": item.priority,
+        },
+    )
+    return study
 
 
 def _scan(

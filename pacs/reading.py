@@ -13,7 +13,7 @@ import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import IntEnum
 from io import BytesIO
 from typing import IO, Any
@@ -43,6 +43,8 @@ _FALLBACKS: dict[str, float] = {
 
 _INT16_MIN, _INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
 _EARLIEST = date(1900, 1, 1)
+# PS3.3 C.4.11 RequestedProcedurePriority onto the worklist's priorities
+_PRIORITIES = {"STAT": "stat", "HIGH": "urgent", "MEDIUM": "routine", "LOW": "routine", "ROUTINE": "routine"}
 _INT16_LUT_ABOVE = 1 << 16  # pixels past which `windowed` looks int16 values up in a table
 _MULTI_FRAME_CT = {EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage}
 
@@ -181,6 +183,9 @@ class DicomSeries:
     # The first instance's Patient and General Study attributes as DICOM JSON (PS3.18 F.2), exactly
     # as sent: the SR we send back must be filed under these, not under our readable forms above.
     source_attributes: dict[str, Any] = field(default_factory=dict)
+    study_time: time | None = None
+    study_description: str = ""
+    priority: str = "routine"  # from RequestedProcedurePriority: "stat", "urgent" or "routine"
 
 
 def is_dicom(data: bytes) -> bool:
@@ -559,6 +564,9 @@ def _series_header(ds: Dataset, study_uid: str, series_uid: str) -> dict[str, An
         "patient_sex": _sex(ds),
         "accession_number": _text(ds, "AccessionNumber"),
         "study_date": _date(ds, "StudyDate"),
+        "study_time": _time(ds, "StudyTime"),
+        "study_description": _text(ds, "StudyDescription"),
+        "priority": _PRIORITIES.get(_text(ds, "RequestedProcedurePriority").upper(), "routine"),
         "series_description": _text(ds, "SeriesDescription"),
         "slice_thickness": _number(ds, "SliceThickness"),
         "rows": int(ds.Rows),
@@ -793,6 +801,20 @@ def _date(ds: Dataset, keyword: str) -> date | None:
         except ValueError:
             continue
     return None
+
+
+def _time(ds: Dataset, keyword: str) -> time | None:
+    """A TM value (HHMMSS.FFFFFF, any trailing part left out) as a time, or None."""
+    value = _text(ds, keyword).replace(":", "")  # ACR-NEMA wrote colons
+    digits, _, fraction = value.partition(".")
+    if not digits.isdigit() or len(digits) not in (2, 4, 6):
+        return None
+    hour, minute, second = int(digits[:2]), int(digits[2:4] or 0), int(digits[4:6] or 0)
+    micro = int((fraction + "000000")[:6]) if fraction.isdigit() else 0
+    try:
+        return time(hour, minute, min(second, 59), micro)  # 60: a leap second
+    except ValueError:
+        return None
 
 
 def _sex(ds: Dataset) -> str:

@@ -1,8 +1,9 @@
-"""The clinical record: care teams, patients, scans and slices (`records`), predictions with
-their per-slice results and earlier runs (`predictions`), and clinicians' reviews (`reviews`)."""
+"""The clinical record: care teams, patients, studies, their series (scans) and slices
+(`records`), predictions with their per-slice results and earlier runs (`predictions`), and
+clinicians' reviews (`reviews`)."""
 
 from .predictions import Prediction, PredictionQuerySet, PredictionRun, Probabilities, SliceResult
-from .records import LABEL_CHOICES, CareTeam, Patient, Scan, Slice
+from .records import LABEL_CHOICES, CareTeam, Patient, Scan, Slice, Study
 from .reviews import Review
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "Scan",
     "Slice",
     "SliceResult",
+    "Study",
 ]

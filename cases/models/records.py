@@ -1,4 +1,4 @@
-"""Care teams, patients, and the studies (scans) and slices uploaded for them."""
+"""Care teams, patients, their imaging studies, each study's series (`Scan`) and their slices."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import F
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -95,8 +95,58 @@ class Patient(models.Model):
         return today.year - self.birth_date.year - before_birthday
 
 
+class Study(models.Model):
+    """An imaging study, the unit of care: what a PACS knows by its StudyInstanceUID (and accession
+    number), holding its series. A JPEG/PNG upload is a study with one series; DICOM series of one
+    StudyInstanceUID join the patient's study of that UID."""
+
+    class Priority(models.TextChoices):
+        ROUTINE = "routine", "Routine"
+        URGENT = "urgent", "Urgent"
+        STAT = "stat", "Stat"
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    study_instance_uid = models.CharField("Study Instance UID", max_length=64, blank=True, db_index=True)
+    accession_number = models.CharField(max_length=16, blank=True)
+    study_date = models.DateField(default=date.today, validators=[plausible_date])
+    study_time = models.TimeField(null=True, blank=True)
+    description = models.CharField(max_length=64, blank=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.ROUTINE)
+    indication = models.TextField(blank=True, max_length=2000, help_text="why the study was requested")
+    created_at = models.DateTimeField("arrived", default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-study_date", "-created_at", "-id"]
+        verbose_name_plural = "studies"
+        constraints = [
+            # One record per DICOM study and patient: a second series or a resend joins it.
+            models.UniqueConstraint(
+                fields=["patient", "study_instance_uid"],
+                condition=~Q(study_instance_uid=""),
+                name="study_uid_unique_per_patient",
+            ),
+        ]
+        indexes = [
+            models.Index("patient", F("study_date").desc(), F("id").desc(), name="study_patient_date"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Study {self.pk} of {self.study_date:%Y-%m-%d}"
+
+    def clean(self) -> None:
+        patient = self.patient if self.patient_id else None
+        if patient is not None and self.study_date and self.study_date < patient.birth_date:
+            raise ValidationError(
+                {"study_date": [f"The study date is before the patient's birth date ({patient.birth_date})."]}
+            )
+
+    @property
+    def audit_patient_id(self) -> int:
+        return self.patient_id
+
+
 class Scan(models.Model):
-    """A study: one or more CT slices uploaded together, or one DICOM series."""
+    """A series of a study: one or more CT slices uploaded together, or one DICOM series."""
 
     class Received(models.TextChoices):
         UPLOAD = "upload", "Upload"
@@ -109,6 +159,7 @@ class Scan(models.Model):
 
     # PROTECT throughout the record: nothing clinical is erased by a cascade (see `purge_records`).
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scans")
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="series")
     study_date = models.DateField(default=date.today, validators=[plausible_date])
     note = models.TextField(blank=True, max_length=2000)
     uploaded_by = models.ForeignKey(

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from audit import trail
 
-from ..models import Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult
+from ..models import Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult, Study
 from .storage import files_delete
 
 
@@ -95,6 +95,7 @@ def patient_purge(*, patient_id: int) -> PurgeSummary:
         Prediction.objects.filter(scan__patient_id=patient_id).delete()
         Slice.objects.filter(scan__patient_id=patient_id).delete()
         Scan.objects.filter(patient_id=patient_id).delete()
+        Study.objects.filter(patient_id=patient_id).delete()
         Patient.objects.filter(pk=patient_id).delete()
         trail.record(
             trail.Action.PURGE,
@@ -118,7 +119,7 @@ def _reviews_delete(reviews: QuerySet[Review]) -> None:
 def _summary(patient_id: int) -> PurgeSummary:
     slices = Slice.objects.filter(scan__patient_id=patient_id)
     results = _slice_results(patient_id)
-    files = [name for pair in slices.values_list("image", "thumbnail") for name in pair]
+    files = [name for row in slices.values_list("image", "thumbnail", "hounsfield") for name in row]
     files += results.exclude(heatmap="").values_list("heatmap", flat=True)
     return PurgeSummary(
         patient_id=patient_id,

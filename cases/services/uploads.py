@@ -30,7 +30,7 @@ from inference.preprocessing import (
 )
 from webhooks.events import emit
 
-from ..models import Patient, Prediction, Scan, Slice
+from ..models import Patient, Prediction, Scan, Slice, Study
 from .predictions import active_version, enqueue_on_commit
 from .storage import file_save, files_delete
 
@@ -234,20 +234,23 @@ def scan_upload(
     study_date: date | None = None,
     note: str = "",
 ) -> Scan:
-    """Store a study's slices and queue its prediction, all or nothing.
+    """Store a study's slices as a new study with one series and queue its prediction, all or nothing.
 
-    Every file is checked by content before anything is written; the scan, its slices and a
-    queued prediction are committed together, and the task is sent only after the commit.
+    Every file is checked by content before anything is written; the study, its series, its slices
+    and a queued prediction are committed together, and the task is sent only after the commit.
     """
     # The study's own fields first: a wrong date is told before minutes of decoding, not after.
-    scan = Scan(patient=patient, study_date=study_date or date.today(), note=note or "")
+    study = Study(patient=patient, study_date=study_date or date.today())
+    scan = Scan(patient=patient, study_date=study.study_date, note=note or "")
     scan.uploaded_by = uploaded_by
-    scan.full_clean(exclude=["patient", "uploaded_by"])
+    scan.full_clean(exclude=["patient", "study", "uploaded_by"])
     version = active_version()
     checked = _checked_uploads(files)
     stored: list[str] = []
     try:
         with transaction.atomic():
+            study.save()
+            scan.study = study
             scan.save()
             Slice.objects.bulk_create(
                 [_slice_store(scan, position, item, stored) for position, item in enumerate(checked)]

@@ -18,7 +18,7 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from cases.agreement import ClassAgreement, MatrixRow, agreement_by_model_version
-from cases.models import Prediction, Review, Scan
+from cases.models import Prediction, Review, Scan, Study
 from inference.models import ModelVersion
 from tests.factories import PatientFactory
 
@@ -36,7 +36,8 @@ def _version(name: str) -> ModelVersion:
 
 
 def _prediction(version: ModelVersion, label: str, *, patient=None, status: str = "succeeded") -> Prediction:
-    scan = Scan.objects.create(patient=patient or PatientFactory.create())
+    patient = patient or PatientFactory.create()
+    scan = Scan.objects.create(patient=patient, study=Study.objects.create(patient=patient))
     return Prediction.objects.create(
         scan=scan, model_version=version, status=status, label=label, finding="a finding"
     )

@@ -15,7 +15,7 @@ from django.utils import timezone
 from pydicom.sr.codedict import codes
 from pydicom.uid import ComprehensiveSRStorage, CTImageStorage, generate_uid
 
-from cases.models import Patient, Prediction, Scan, Slice, SliceResult
+from cases.models import Patient, Prediction, Scan, Slice, SliceResult, Study
 from inference.models import ModelVersion
 from pacs.structured_report import DISCLAIMER, SERIES_DESCRIPTION, structured_report
 from tests.conftest import image_bytes
@@ -38,12 +38,15 @@ def model_version() -> ModelVersion:
 
 def dicom_scan(patient: Patient, *, slices: int = 4, study_instance_uid: str | None = None) -> Scan:
     """A CT series as the receiver stores it: header fields on the scan, one instance per slice."""
+    uid = study_instance_uid or generate_uid()
+    study = Study.objects.create(patient=patient, study_instance_uid=uid, study_date=date(2026, 3, 2))
     scan = Scan.objects.create(
         patient=patient,
+        study=study,
         study_date=date(2026, 3, 2),
         received_via=Scan.Received.STOW,
         modality="CT",
-        study_instance_uid=study_instance_uid or generate_uid(),
+        study_instance_uid=uid,
         series_instance_uid=generate_uid(),
         series_number=3,
         series_description="CHEST 1.25mm",

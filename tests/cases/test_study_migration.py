@@ -1,0 +1,127 @@
+"""The migration that makes the study the unit of care keeps every record: each scan becomes a
+series of a study, DICOM scans of one patient sharing a StudyInstanceUID become one study, and
+the counts of scans, slices, predictions and reviews do not change."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE = [("cases", "0011_scan_dicom_source_attributes")]
+AFTER = [("cases", "0013_scan_study_required")]
+
+
+def migrated(targets: list[tuple[str, str]]) -> Any:
+    """The database migrated to `targets`; the historical apps of that state."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(targets)
+    executor.loader.build_graph()
+    return executor.loader.project_state(targets).apps
+
+
+@pytest.fixture
+def at_latest():
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_scans_become_series_of_studies_and_nothing_is_lost(at_latest):
+    old = migrated(BEFORE)
+    team = old.get_model("cases", "CareTeam").objects.create(name="Chest")
+    Patient = old.get_model("cases", "Patient")
+    ann = Patient.objects.create(team=team, mrn="A-1", name="Ann Lee", birth_date=date(1950, 1, 1))
+    bob = Patient.objects.create(team=team, mrn="B-2", name="Bob Ray", birth_date=date(1951, 2, 2))
+    user = old.get_model("auth", "User").objects.create(username="carol")
+    version = old.get_model("inference", "ModelVersion").objects.create(name="v-test", sha256="0" * 64)
+    Scan = old.get_model("cases", "Scan")
+    now = timezone.now()
+    scans = {
+        "ann-ct-1": Scan.objects.create(
+            patient=ann,
+            study_instance_uid="1.2.3",
+            series_instance_uid="1.2.3.1",
+            accession_number="",
+            study_date=date(2026, 3, 2),
+            created_at=now,
+        ),
+        "ann-ct-2": Scan.objects.create(
+            patient=ann,
+            study_instance_uid="1.2.3",
+            series_instance_uid="1.2.3.2",
+            accession_number="ACC9",
+            study_date=date(2026, 3, 1),
+            created_at=now - timedelta(hours=1),
+        ),
+        "ann-other": Scan.objects.create(
+            patient=ann,
+            study_instance_uid="1.2.4",
+            series_instance_uid="1.2.4.1",
+            study_date=date(2026, 4, 1),
+        ),
+        "ann-jpeg": Scan.objects.create(patient=ann, study_date=date(2026, 5, 1)),
+        "ann-jpeg-2": Scan.objects.create(patient=ann, study_date=date(2026, 5, 1)),
+        "bob-same-uid": Scan.objects.create(
+            patient=bob,
+            study_instance_uid="1.2.3",
+            series_instance_uid="1.2.3.9",
+            study_date=date(2026, 3, 2),
+        ),
+    }
+    Slice = old.get_model("cases", "Slice")
+    Prediction = old.get_model("cases", "Prediction")
+    for scan in scans.values():
+        Slice.objects.create(
+            scan=scan,
+            position=0,
+            image="s.png",
+            thumbnail="t.png",
+            content_type="image/png",
+            sha256="a" * 64,
+            width=64,
+            height=64,
+            size_bytes=1,
+        )
+        Prediction.objects.create(
+            scan=scan, model_version=version, status="succeeded", label="malignant", finding="a finding"
+        )
+    prediction = Prediction.objects.get(scan=scans["ann-ct-1"])
+    old.get_model("cases", "Review").objects.create(
+        prediction=prediction, reviewer=user, verdict="agree", label="malignant"
+    )
+    before = {
+        name: old.get_model("cases", name).objects.count()
+        for name in ("Scan", "Slice", "Prediction", "Review")
+    }
+
+    new = migrated(AFTER)
+
+    after = {
+        name: new.get_model("cases", name).objects.count()
+        for name in ("Scan", "Slice", "Prediction", "Review")
+    }
+    assert after == before == {"Scan": 6, "Slice": 6, "Prediction": 6, "Review": 1}
+    Scan = new.get_model("cases", "Scan")
+    study = {name: Scan.objects.get(pk=scan.pk).study for name, scan in scans.items()}
+    assert new.get_model("cases", "Study").objects.count() == 5
+    assert study["ann-ct-1"] == study["ann-ct-2"]  # one DICOM study, two series
+    assert (
+        len({study[name].pk for name in ("ann-ct-1", "ann-other", "ann-jpeg", "ann-jpeg-2", "bob-same-uid")})
+        == 5
+    )
+    merged = study["ann-ct-1"]
+    assert (merged.patient_id, merged.study_instance_uid, merged.accession_number) == (
+        ann.pk,
+        "1.2.3",
+        "ACC9",
+    )
+    assert merged.study_date == date(2026, 3, 1) and merged.created_at == scans["ann-ct-2"].created_at
+    assert study["bob-same-uid"].patient_id == bob.pk  # never merged across patients
+    assert study["ann-jpeg"].study_instance_uid == "" and study["ann-jpeg"].study_date == date(2026, 5, 1)
