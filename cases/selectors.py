@@ -10,13 +10,13 @@ from typing import TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
-from django.db.models import Model, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.query import ModelIterable
 from django.http import Http404
 
 from audit import trail
 
-from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult
+from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult, Study
 
 Viewer = User | AnonymousUser
 PatientT = TypeVar("PatientT", bound=Patient)
@@ -25,6 +25,7 @@ ModelT = TypeVar("ModelT", bound=Model)
 # How each record reaches its patient: for telling a refused look at an existing object from a miss.
 PATIENT_PATHS: dict[type[Model], str] = {
     Patient: "pk",
+    Study: "patient_id",
     Scan: "patient_id",
     Slice: "scan__patient_id",
     Prediction: "scan__patient_id",
@@ -133,6 +134,16 @@ def patient_get(user: Viewer, pk: int) -> Patient:
 
 def scans_for(user: Viewer) -> QuerySet[Scan]:
     return Scan.objects.filter(patient__in=patients_for(user)).select_related("patient", "patient__team")
+
+
+def studies_for(user: Viewer) -> QuerySet[Study]:
+    """The viewer's teams' studies, each with its series (and their slice counts) in one more query."""
+    series = Scan.objects.annotate(slice_count=Count("slices")).order_by("series_number", "created_at", "id")
+    return (
+        Study.objects.filter(patient__in=patients_for(user))
+        .select_related("patient", "patient__team")
+        .prefetch_related(Prefetch("series", queryset=series))
+    )
 
 
 def predictions_for(user: Viewer) -> QuerySet[Prediction]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import IO
 
+import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.storage import default_storage
 from django.db import transaction
 from PIL import Image
 
@@ -27,11 +29,13 @@ from cases.services.uploads import THUMBNAIL_SIZE, UploadError, display_name, sc
 from webhooks.events import emit
 
 from .archive import unpack_zip
-from .pixels import hounsfield_png
+from .pixels import hounsfield_from_png, hounsfield_png
 from .reading import (
     DicomInstance,
     DicomRefused,
     DicomSeries,
+    Failure,
+    Refusal,
     RequestBudget,
     Source,
     is_dicom,
@@ -160,9 +164,14 @@ def study_upload(
                 ]
             }
         )
+    known = already_stored_sorted(patient.team_id, series)
+    if known.conflicts:
+        raise UploadError({"files": [known.conflicts[0].reason]})
+    if not known.series:
+        raise UploadError({"files": ["Every image of this upload is already stored; nothing new was added."]})
     return series_store(
         patient=patient,
-        series=series,
+        series=known.series,
         uploaded_by=uploaded_by,
         via=Scan.Received.UPLOAD,
         note=note,
@@ -322,4 +331,101 @@ def _slice(scan: Scan, position: int, item: PreparedSlice) -> Slice:
         location=item.location,
         hounsfield=item.hounsfield,
         hounsfield_sha256=item.hounsfield_sha256,
+    )
+
+
+# --- instances already stored: acknowledged, never stored twice ---------------------------------
+
+
+def stored_instances(team_id: int, uids: Iterable[str]) -> dict[str, Slice]:
+    """The team's stored slices with these SOP Instance UIDs, by UID."""
+    wanted = [uid for uid in set(uids) if uid]
+    found = Slice.objects.filter(scan__patient__team_id=team_id, sop_instance_uid__in=wanted).select_related(
+        "scan"
+    )
+    return {item.sop_instance_uid: item for item in found}
+
+
+def instance_or_series_stored(team_id: int, sop_instance_uid: str, series_instance_uid: str) -> bool:
+    """Whether the team holds this instance or any of this series (then a closer look is needed)."""
+    return (
+        Slice.objects.filter(scan__patient__team_id=team_id, sop_instance_uid=sop_instance_uid).exists()
+        or Scan.objects.filter(patient__team_id=team_id, series_instance_uid=series_instance_uid).exists()
+    )
+
+
+def same_instance(instance: DicomInstance, series_uid: str, stored: Slice) -> bool:
+    """Whether an instance sent again holds what is stored under its UID: the same series and
+    Hounsfield pixels (the file's bytes differ between channels: file meta, transfer syntax)."""
+    if stored.scan.series_instance_uid != series_uid or not stored.hounsfield:
+        return False
+    with default_storage.open(stored.hounsfield.name) as handle:
+        kept = hounsfield_from_png(handle.read())
+    return bool(np.array_equal(kept, instance.hounsfield))
+
+
+@dataclass
+class Sorted:
+    """A delivery's series without what is already stored: `series` to store; `repeated` instances
+    already stored as sent (acknowledged); `conflicts` sent again with other content (refused)."""
+
+    series: list[DicomSeries]
+    repeated: list[DicomInstance]
+    conflicts: list[Refusal]
+
+
+def already_stored_sorted(team_id: int, series: Sequence[DicomSeries]) -> Sorted:
+    """Leave out instances the team already holds: the same content is acknowledged and not stored
+    again; other content under a stored UID is a conflict, refused and recorded; new instances of a
+    series that is already stored are refused too (a series is stored once, whole)."""
+    known = stored_instances(team_id, (i.sop_instance_uid for s in series for i in s.instances))
+    stored_series = set(
+        Scan.objects.filter(
+            patient__team_id=team_id, series_instance_uid__in=[s.series_instance_uid for s in series]
+        ).values_list("series_instance_uid", flat=True)
+    )
+    result = Sorted([], [], [])
+    for item in series:
+        fresh = []
+        for instance in item.instances:
+            stored = known.get(instance.sop_instance_uid)
+            if stored is not None and same_instance(instance, item.series_instance_uid, stored):
+                result.repeated.append(instance)
+            elif stored is not None:
+                result.conflicts.append(_refusal(instance, CONFLICT.format(uid=instance.sop_instance_uid)))
+            elif item.series_instance_uid in stored_series:
+                result.conflicts.append(
+                    _refusal(instance, MORE_OF_A_SERIES.format(uid=item.series_instance_uid))
+                )
+            else:
+                fresh.append(instance)
+        if fresh:
+            result.series.append(replace(item, instances=tuple(fresh)))
+    for conflict in result.conflicts:
+        trail.record(
+            trail.Action.UPLOAD,
+            object_type="dicom_instance",
+            outcome=trail.Outcome.REFUSED,
+            detail=f"conflict: {conflict.reason}"[:500],
+        )
+    return result
+
+
+CONFLICT = (
+    "is already stored (SOP Instance UID {uid}) with other content; the stored image is kept. Send "
+    "corrected images with new SOP Instance UIDs."
+)
+MORE_OF_A_SERIES = (
+    "belongs to series {uid}, which is already stored; a series is stored once, whole. Send the "
+    "missing images as a new series."
+)
+
+
+def _refusal(instance: DicomInstance, reason: str) -> Refusal:
+    return Refusal(
+        instance.name,
+        f"{instance.name}: {reason}",
+        Failure.DUPLICATE,
+        instance.sop_class_uid,
+        instance.sop_instance_uid,
     )

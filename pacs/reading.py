@@ -21,12 +21,24 @@ from typing import IO, Any
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
     UID,
     CTImageStorage,
     EnhancedCTImageStorage,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     LegacyConvertedEnhancedCTImageStorage,
 )
 
@@ -46,6 +58,15 @@ _EARLIEST = date(1900, 1, 1)
 # PS3.3 C.4.11 RequestedProcedurePriority onto the worklist's priorities
 _PRIORITIES = {"STAT": "stat", "HIGH": "urgent", "MEDIUM": "routine", "LOW": "routine", "ROUTINE": "routine"}
 _INT16_LUT_ABOVE = 1 << 16  # pixels past which `windowed` looks int16 values up in a table
+_J2K_SYNTAXES = {JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K}
+_JPEG_SYNTAXES = {
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+}
 _MULTI_FRAME_CT = {EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage}
 
 
@@ -307,6 +328,7 @@ def _read_file(
                     failure=Failure.OUT_OF_RESOURCES,
                 )
         budget.take_pixels(name, int(ds.Rows) * int(ds.Columns) * (_integer(ds, "NumberOfFrames") or 1))
+        _check_codestream(name, ds)
         instance = _instance(name, source, data, ds, sop_uid)
     except DicomRefused as refusal:
         refusal.sop_class_uid = refusal.sop_class_uid or uids["sop_class_uid"]
@@ -643,6 +665,35 @@ def _instance(name: str, source: Source, data: bytes, ds: Dataset, sop_uid: str)
         size_bytes=len(data),
         source=source,
     )
+
+
+def _check_codestream(name: str, ds: Dataset) -> None:
+    """A JPEG or JPEG 2000 image decodes to the size its own codestream header says, whatever
+    Rows/Columns say: read that header (no pixels) and refuse a file where they differ, so a small
+    crafted file cannot decode to an image of any size. RLE decodes into Rows × Columns as given."""
+    syntax = UID(_text(ds.file_meta, "TransferSyntaxUID"))
+    if syntax in _J2K_SYNTAXES:
+        from openjpeg import get_parameters
+    elif syntax in _JPEG_SYNTAXES:
+        from libjpeg import get_parameters
+    else:
+        return
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        found = get_parameters(frame)
+    except Exception as error:  # a damaged stream: the decoder would fail the same way
+        raise DicomRefused(
+            f"{name}: its compressed pixel data ({syntax_name(syntax)}) cannot be read ({error}). "
+            "Export it again, uncompressed if possible."
+        ) from error
+    size = (int(found.get("rows", -1)), int(found.get("columns", -1)))
+    samples = int(found.get("samples_per_pixel", found.get("nr_components", 1)))
+    if size != (int(ds.Rows), int(ds.Columns)) or samples != 1:
+        raise DicomRefused(
+            f"{name}: its compressed image is {size[1]}x{size[0]} pixels with {samples} component(s), but "
+            f"its header says {ds.Columns}x{ds.Rows} greyscale; the file is damaged or crafted, and was "
+            "not decoded. Export it again."
+        )
 
 
 def _decoded(name: str, ds: Dataset) -> np.ndarray:

@@ -18,15 +18,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from audit import trail
 from cases.models import Scan
 
+from .ingest import already_stored_sorted, instance_or_series_stored
 from .models import DicomNode, parse_certificates
-from .reading import DicomRefused, Failure, SeriesReader
+from .reading import DicomRefused, Failure, SeriesReader, read_series
 from .receiving import series_receive
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ class Receiver:
             spooled = tempfile.TemporaryFile()  # kept on disk until the association is released
             spooled.write(data)
             del data
+            if self._already_stored(delivery, name, spooled):
+                return 0x0000  # acknowledged: the team holds this instance as sent
             delivery.reader.add(name, spooled)
         except DicomRefused as refused:
             delivery.refused.append(str(refused))
@@ -145,8 +148,22 @@ class Receiver:
     def _delivery(self, assoc: Any) -> Delivery:
         with self.lock:
             if assoc not in self.deliveries:
-                self.deliveries[assoc] = Delivery(SeriesReader(max_slices=settings.UPLOAD_MAX_FILES), [])
+                team_id = DicomNode.objects.values_list("team_id", flat=True).get(pk=self.senders[assoc])
+                reader = SeriesReader(max_slices=settings.UPLOAD_MAX_FILES)
+                self.deliveries[assoc] = Delivery(reader, [], team_id)
             return self.deliveries[assoc]
+
+    def _already_stored(self, delivery: Delivery, name: str, spooled: Any) -> bool:
+        """Whether the team already holds this instance as sent (acknowledged, not kept twice).
+        DicomRefused for other content under a stored SOP Instance UID, or more of a stored series."""
+        uids = _uids(spooled)
+        if uids is None or not instance_or_series_stored(delivery.team_id, *uids):
+            return False  # an unreadable header is for the reader to refuse, with its reason
+        single = read_series([(name, spooled)], max_slices=1, budget=delivery.reader.budget)
+        known = already_stored_sorted(delivery.team_id, single)
+        if known.conflicts:
+            raise DicomRefused(known.conflicts[0].reason, failure=Failure.DUPLICATE)
+        return not known.series
 
     def on_aborted(self, event: Any) -> None:
         with self.lock:
@@ -171,6 +188,17 @@ class Delivery:
 
     reader: SeriesReader
     refused: list[str]
+    team_id: int
+
+
+def _uids(spooled: Any) -> tuple[str, str] | None:
+    """(SOP Instance UID, Series Instance UID) from a file's header, or None if it cannot be read."""
+    spooled.seek(0)
+    try:
+        ds = dcmread(spooled, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SeriesInstanceUID"])
+    except Exception:  # damaged: the reader refuses it with a reason
+        return None
+    return str(ds.get("SOPInstanceUID", "")).strip(), str(ds.get("SeriesInstanceUID", "")).strip()
 
 
 def _caller(event: Any) -> str:

@@ -22,7 +22,7 @@ from cases.models import CareTeam, Patient, Scan
 from cases.services import patient_create
 from cases.services.storage import files_delete
 
-from .ingest import series_store
+from .ingest import already_stored_sorted, series_store
 from .models import UnmatchedSeries
 from .reading import (
     DicomRefused,
@@ -83,7 +83,14 @@ def studies_receive(
             for i in s.instances
         ]
         series = [s for s in series if s.study_instance_uid == study_instance_uid]
-    return series_receive(team=team, series=series, via=via, sender=sender, user=user, received=received)
+    known = already_stored_sorted(team.pk, series)
+    if known.conflicts and not partial:
+        raise DicomRefused(known.conflicts[0].reason, failure=Failure.DUPLICATE)
+    received.refused += known.conflicts
+    received.instances = [(i.sop_class_uid, i.sop_instance_uid) for i in known.repeated]  # acknowledged
+    return series_receive(
+        team=team, series=known.series, via=via, sender=sender, user=user, received=received
+    )
 
 
 def series_receive(
@@ -98,7 +105,7 @@ def series_receive(
     """Store each series (already read and checked) under its patient, or keep it waiting with the
     reason: nothing that can refuse a file happens here, so a sender told "stored" is right."""
     received = received if received is not None else Received()
-    received.instances = [(i.sop_class_uid, i.sop_instance_uid) for s in series for i in s.instances]
+    received.instances += [(i.sop_class_uid, i.sop_instance_uid) for s in series for i in s.instances]
     for item in series:
         patient, reason = patient_match(team, item, user=user)
         if patient is not None:

@@ -18,6 +18,7 @@ from ..models import (
     Scan,
     Slice,
     SliceResult,
+    Study,
 )
 from ..selectors import teams_for
 from ..worklist import READINGS, STATES
@@ -277,6 +278,7 @@ class ScanSerializer(serializers.ModelSerializer):
             "id",
             "url",
             "patient",
+            "study",
             "study_date",
             "note",
             "created_at",
@@ -303,6 +305,55 @@ class ScanSerializer(serializers.ModelSerializer):
         if not obj.is_dicom:
             return None
         return {name: _plain(getattr(obj, name)) for name in DICOM_FIELDS}
+
+
+class SeriesSummarySerializer(serializers.ModelSerializer):
+    """A series of a study, in brief: the scan it is, and where to read it whole."""
+
+    url = serializers.SerializerMethodField()
+    slices = serializers.IntegerField(source="slice_count", read_only=True)
+
+    class Meta:
+        model = Scan
+        fields = [
+            "id",
+            "url",
+            "series_instance_uid",
+            "series_number",
+            "series_description",
+            "modality",
+            "received_via",
+            "created_at",
+            "slices",
+        ]
+
+    def get_url(self, obj: Scan) -> str:
+        return _absolute(self.context, "scan-detail", obj.pk)
+
+
+class StudySerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    series = SeriesSummarySerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "url",
+            "patient",
+            "study_instance_uid",
+            "accession_number",
+            "study_date",
+            "study_time",
+            "description",
+            "priority",
+            "indication",
+            "created_at",
+            "series",
+        ]
+
+    def get_url(self, obj: Study) -> str:
+        return _absolute(self.context, "study-detail", obj.pk)
 
 
 class ScanUploadSerializer(serializers.Serializer):

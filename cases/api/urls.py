@@ -10,6 +10,7 @@ app_name = "api"
 
 router = DefaultRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
+router.register("studies", views.StudyViewSet, basename="study")
 router.register("scans", views.ScanViewSet, basename="scan")
 router.register("predictions", views.PredictionViewSet, basename="prediction")
 router.register("models", views.ModelVersionViewSet, basename="modelversion")

@@ -39,7 +39,7 @@ from ..files import (
     slice_thumbnail_response,
     structured_report_response,
 )
-from ..models import LABEL_CHOICES, Patient
+from ..models import LABEL_CHOICES, Patient, Study
 from ..urls_converters import ID_REGEX
 from ..worklist import WorklistFilter, worklist
 from . import serializers as s
@@ -183,6 +183,40 @@ class PatientViewSet(
         body = {"scan": scans[0], "prediction": scans[0].predictions.all()[0], "scans": scans}
         return Response(
             s.ScanAcceptedSerializer(body, context={"request": request}).data, status=status.HTTP_202_ACCEPTED
+        )
+
+
+class StudyFilter(django_filters.FilterSet):
+    patient = django_filters.NumberFilter(field_name="patient_id", help_text="A patient's id.")
+    study_instance_uid = django_filters.CharFilter(help_text="The DICOM Study Instance UID.")
+    accession_number = django_filters.CharFilter(help_text="The accession number.")
+    priority = django_filters.ChoiceFilter(choices=Study.Priority.choices)
+    study_from = django_filters.DateFilter(field_name="study_date", lookup_expr="gte")
+    study_to = django_filters.DateFilter(field_name="study_date", lookup_expr="lte")
+
+
+class StudyViewSet(AuditedRecordMixin, mixins.ListModelMixin):
+    """Imaging studies, the unit of care: each with its series (the scans that hold the slices)."""
+
+    lookup_value_regex = ID_REGEX
+    serializer_class = s.StudySerializer
+    filterset_class = StudyFilter
+
+    def get_queryset(self) -> Any:
+        return selectors.studies_for(self.request.user)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        trail.read_list("study_list", detail="searched" if request.query_params else "")
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: s.SeriesSummarySerializer(many=True)})
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def series(self, request: Request, pk: str) -> Response:
+        """The study's series, in series-number order."""
+        study = self.get_object()
+        trail.read(study)
+        return Response(
+            s.SeriesSummarySerializer(study.series.all(), many=True, context={"request": request}).data
         )
 
 

@@ -249,7 +249,7 @@ class Slice(models.Model):
     size_bytes = models.PositiveIntegerField()  # of the file as uploaded
     # DICOM slices: the instance, and its Hounsfield units as a 16-bit PNG of HU + 32768 (the
     # `image` above is then the model's 8-bit lung-window input).
-    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64, blank=True)
+    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64, blank=True, db_index=True)
     sop_class_uid = models.CharField("SOP Class UID", max_length=64, blank=True)
     instance_number = models.IntegerField(null=True, blank=True)
     location = models.FloatField(null=True, blank=True, help_text="mm along the slice normal")

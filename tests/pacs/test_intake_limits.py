@@ -364,3 +364,36 @@ def test_dcmtk_storescu_hears_which_instance_was_refused(receiver, known, tmp_pa
     ], said
     wait_for(lambda: Scan.objects.exists(), timeout=60, message="the accepted instances stored")
     assert Scan.objects.get().slices.count() == 2
+
+
+def test_a_jpeg_2000_stream_larger_than_its_header_says_is_refused_without_decoding():
+    """Rows/Columns say 512×512; the codestream inside says 4096×4096 (32 MiB decoded, 168 bytes)."""
+    import openjpeg
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    [(_, small)] = ct_series([np.zeros((512, 512), dtype=np.uint8)])
+    ds = dcmread(BytesIO(small))
+    ds.PixelData = encapsulate([openjpeg.encode(np.zeros((4096, 4096), dtype=np.uint16))])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    crafted = buffer.getvalue()
+    refusal: DicomRefused | None = None
+
+    def read() -> None:
+        nonlocal refusal
+        try:
+            read_series([("crafted.dcm", crafted)], max_slices=1)
+        except DicomRefused as refused:
+            refusal = refused
+
+    _, peak = peak_bytes(read)
+
+    assert refusal is not None
+    assert str(refusal).startswith(
+        "crafted.dcm: its compressed image is 4096x4096 pixels with 1 component(s)"
+    )
+    assert peak < 4 * MB, f"{peak / MB:.1f} MB held: the stream was decoded"
