@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from audit import trail
 from audit.admin import SECRET_CHANGED, AuditedModelAdmin, RecordAdmin, patient_log_url
 
-from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult
+from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult, Study
 
 
 def _link(obj: Model | None, label: str | None = None) -> str:
@@ -131,6 +131,37 @@ class PredictionInline(ReadOnlyInline):
     @admin.display(description="Prediction")
     def prediction_link(self, obj: Prediction) -> str:
         return _link(obj)
+
+
+class SeriesInline(ReadOnlyInline):
+    model = Scan
+    verbose_name_plural = "series"
+    readonly_fields = fields = ("series_instance_uid", "series_number", "series_description", "received_via")
+    show_change_link = True
+
+
+@admin.register(Study)
+class StudyAdmin(RecordAdmin):
+    list_display = ["__str__", "patient_link", "study_date", "accession_number", "priority", "created_at"]
+    list_filter = ["priority", "study_date", "patient__team"]
+    search_fields = ["patient__mrn", "patient__name", "accession_number", "study_instance_uid"]
+    readonly_fields = fields = (
+        "patient_link",
+        "study_instance_uid",
+        "accession_number",
+        "study_date",
+        "study_time",
+        "description",
+        "priority",
+        "indication",
+        "created_at",
+    )
+    inlines = [SeriesInline]
+    list_select_related = ["patient"]
+
+    @admin.display(description="Patient")
+    def patient_link(self, obj: Study) -> str:
+        return _link(obj.patient)
 
 
 @admin.register(Scan)
