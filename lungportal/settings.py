@@ -301,6 +301,8 @@ if INFERENCE_RUNTIME not in ("tflite", "keras"):
 DICOM_AE_TITLE = os.environ.get("DICOM_AE_TITLE", "LUNGPORTAL")[:16]
 DICOM_HOST = os.environ.get("DICOM_HOST", "127.0.0.1")
 DICOM_PORT = envint("DICOM_PORT", 11112, minimum=0)  # the C-STORE receiver; 0: not started by bin/run
+# Instances the receiver answered Success wait here (private: full headers) until they are stored.
+DICOM_INBOX_DIR = Path(os.environ.get("DICOM_INBOX_DIR", DATA_DIR / "dicom-inbox"))
 DICOM_CREATE_PATIENTS = envbool("DICOM_CREATE_PATIENTS", False)  # unknown PatientID: register, else wait
 # DICOM TLS for the receiver: its certificate and key (PEM files); every sender then presents its own.
 DICOM_TLS_CERT = os.environ.get("DICOM_TLS_CERT", "")

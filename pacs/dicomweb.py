@@ -211,13 +211,12 @@ class _PartSpooler:
 
 
 def _answer(request: HttpRequest, received: Received) -> JsonResponse:
-    """PS3.18 10.5.3 STOW-RS response: a RetrieveURL, one ReferencedSOPSequence item per instance
+    """PS3.18 10.5.3 STOW-RS response: one ReferencedSOPSequence item per instance
     taken (stored, or kept waiting for a clinician to name the patient), one FailedSOPSequence item
     per instance refused with its FailureReason; 200, 202 (some refused) or 409 (none taken). The
-    reasons in words go in Warning headers (PS3.18 8.3.5.1: 299 with the service's name)."""
-    body: dict[str, Any] = {
-        "00081190": {"vr": "UR", "Value": [request.build_absolute_uri("/dicomweb/studies")]}
-    }
+    reasons in words go in Warning headers (PS3.18 8.3.5.1: 299 with the service's name). No
+    RetrieveURL: the portal serves no WADO-RS to retrieve them from."""
+    body: dict[str, Any] = {}
     if received.instances:
         body["00081199"] = {"vr": "SQ", "Value": [_reference(*uids) for uids in received.instances]}
     if received.refused:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import IntEnum
 from io import BytesIO
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -70,8 +71,8 @@ _JPEG_SYNTAXES = {
 _MULTI_FRAME_CT = {EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage}
 
 
-# A file's bytes, or a seekable binary file holding them (an upload or part spooled to disk).
-Source = bytes | IO[bytes]
+# A file's bytes, a seekable binary file holding them (an upload or part spooled to disk), or its path.
+Source = bytes | IO[bytes] | Path
 
 
 class Failure(IntEnum):
@@ -217,6 +218,8 @@ def is_dicom(data: bytes) -> bool:
 def source_bytes(source: Source) -> bytes:
     if isinstance(source, bytes):
         return source
+    if isinstance(source, Path):
+        return source.read_bytes()
     source.seek(0)
     return source.read()
 
@@ -667,20 +670,26 @@ def _instance(name: str, source: Source, data: bytes, ds: Dataset, sop_uid: str)
     )
 
 
+def _codestream_parameters(syntax: UID, frame: bytes) -> dict[str, Any]:
+    if syntax in _J2K_SYNTAXES:
+        import openjpeg
+
+        return dict(openjpeg.get_parameters(frame))
+    import libjpeg
+
+    return dict(libjpeg.get_parameters(frame))
+
+
 def _check_codestream(name: str, ds: Dataset) -> None:
     """A JPEG or JPEG 2000 image decodes to the size its own codestream header says, whatever
     Rows/Columns say: read that header (no pixels) and refuse a file where they differ, so a small
     crafted file cannot decode to an image of any size. RLE decodes into Rows × Columns as given."""
     syntax = UID(_text(ds.file_meta, "TransferSyntaxUID"))
-    if syntax in _J2K_SYNTAXES:
-        from openjpeg import get_parameters
-    elif syntax in _JPEG_SYNTAXES:
-        from libjpeg import get_parameters
-    else:
+    if syntax not in _J2K_SYNTAXES | _JPEG_SYNTAXES:
         return
     try:
         frame = next(generate_frames(ds.PixelData, number_of_frames=1))
-        found = get_parameters(frame)
+        found: dict[str, Any] = dict(_codestream_parameters(syntax, frame))
     except Exception as error:  # a damaged stream: the decoder would fail the same way
         raise DicomRefused(
             f"{name}: its compressed pixel data ({syntax_name(syntax)}) cannot be read ({error}). "

@@ -9,26 +9,27 @@ import hashlib
 import logging
 import socket
 import ssl
-import tempfile
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
 from pydicom import Dataset, dcmread
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from audit import trail
 from cases.models import Scan
 
+from .inbox import InboxFolder, leftovers
 from .ingest import already_stored_sorted, instance_or_series_stored
 from .models import DicomNode, parse_certificates
 from .reading import DicomRefused, Failure, SeriesReader, read_series
-from .receiving import series_receive
+from .receiving import studies_receive
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class Receiver:
         self.ae.require_called_aet = True
         self.ae.add_supported_context(Verification)
         self.ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)  # non-CT is not negotiated
-        self.ae.maximum_pdu_size = 0
+        self.ae.maximum_pdu_size = 256 * 1024  # what one PDU may hold in memory
+        _config.STORE_RECV_CHUNKED_DATASET = True  # instances arrive on disk, never whole in memory
         self.deliveries: dict[Any, Delivery] = {}  # association → what it has sent so far
         self.lock = threading.Lock()
         self.storing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-store")
@@ -70,6 +72,7 @@ class Receiver:
             *address,
             " (DICOM TLS)" if self.tls else "",
         )
+        self.recover()
         return self.ae.start_server(address, block=block, evt_handlers=self.handlers(), ssl_context=self.tls)
 
     def allowed_senders(self, event: Any) -> None:
@@ -119,66 +122,93 @@ class Receiver:
     def on_store(self, event: Any) -> int | Dataset:
         """Check each instance before answering it: one that will not be kept gets a failure
         status (A700, A900, C000 families) with the reason as its ErrorComment, so the sender knows;
-        one answered Success is stored when the association is released."""
+        one answered Success is in the association's inbox folder on disk first, and stored when the
+        association ends (released or aborted: what was answered Success is ours to keep)."""
         if self.sender_of(event) is None:  # accepted associations only (see allowed_senders)
             return NOT_AUTHORISED
-        delivery = self._delivery(event.assoc)
-        name = f"instance {len(delivery.reader) + len(delivery.refused) + 1}"
+        delivery = self._delivery(event)
+        number = len(delivery.reader) + len(delivery.refused) + 1
+        name = f"instance {number}"
+        kept: Path | None = None
         try:
-            if len(delivery.reader) >= settings.UPLOAD_MAX_FILES:
+            received = Path(event.dataset_path)  # pynetdicom wrote it to disk as it arrived
+            size = received.stat().st_size
+            if size > settings.UPLOAD_MAX_FILE_BYTES or len(delivery.reader) >= settings.UPLOAD_MAX_FILES:
                 raise DicomRefused(
-                    f"{name}: more than {settings.UPLOAD_MAX_FILES} instances in one association, the most "
-                    "one delivery may hold. Send the study in several associations.",
+                    f"{name}: past a limit: at most {settings.UPLOAD_MAX_FILES} instances of at most "
+                    f"{settings.UPLOAD_MAX_FILE_BYTES // (1024 * 1024)} MB in one association.",
                     failure=Failure.OUT_OF_RESOURCES,
                 )
-            data = event.encoded_dataset()
-            delivery.reader.budget.take_bytes(name, len(data))
-            spooled = tempfile.TemporaryFile()  # kept on disk until the association is released
-            spooled.write(data)
-            del data
-            if self._already_stored(delivery, name, spooled):
+            delivery.reader.budget.take_bytes(name, size)
+            kept = delivery.folder.add(number, received)
+            if self._already_stored(delivery, name, kept):
+                kept.unlink()
                 return 0x0000  # acknowledged: the team holds this instance as sent
-            delivery.reader.add(name, spooled)
+            delivery.reader.add(name, kept)
         except DicomRefused as refused:
+            if kept is not None:
+                kept.unlink(missing_ok=True)
             delivery.refused.append(str(refused))
             logger.warning("C-STORE from %s: %s", _caller(event), refused)
             return _failure_status(refused)
         return 0x0000
 
-    def _delivery(self, assoc: Any) -> Delivery:
+    def _delivery(self, event: Any) -> Delivery:
+        assoc = event.assoc
         with self.lock:
             if assoc not in self.deliveries:
-                team_id = DicomNode.objects.values_list("team_id", flat=True).get(pk=self.senders[assoc])
+                node_id = self.senders[assoc]
+                team_id = DicomNode.objects.values_list("team_id", flat=True).get(pk=node_id)
+                folder = InboxFolder.create(node_id=node_id, ae_title=_caller(event))
                 reader = SeriesReader(max_slices=settings.UPLOAD_MAX_FILES)
-                self.deliveries[assoc] = Delivery(reader, [], team_id)
+                self.deliveries[assoc] = Delivery(reader, [], team_id, folder)
             return self.deliveries[assoc]
 
-    def _already_stored(self, delivery: Delivery, name: str, spooled: Any) -> bool:
+    def recover(self) -> None:
+        """Deliver what an earlier run answered Success but did not store (a crash, a restart)."""
+        for folder in leftovers():
+            logger.warning("DICOM inbox %s left by an earlier run: storing it now", folder.path.name)
+            self.storing.submit(deliver, folder)
+
+    def _already_stored(self, delivery: Delivery, name: str, kept: Path) -> bool:
         """Whether the team already holds this instance as sent (acknowledged, not kept twice).
         DicomRefused for other content under a stored SOP Instance UID, or more of a stored series."""
-        uids = _uids(spooled)
+        uids = _uids(kept)
         if uids is None or not instance_or_series_stored(delivery.team_id, *uids):
             return False  # an unreadable header is for the reader to refuse, with its reason
-        single = read_series([(name, spooled)], max_slices=1, budget=delivery.reader.budget)
+        single = read_series([(name, kept)], max_slices=1, budget=delivery.reader.budget)
         known = already_stored_sorted(delivery.team_id, single)
         if known.conflicts:
             raise DicomRefused(known.conflicts[0].reason, failure=Failure.DUPLICATE)
         return not known.series
 
     def on_aborted(self, event: Any) -> None:
-        with self.lock:
-            dropped = self.deliveries.pop(event.assoc, None)
-        if dropped is not None and len(dropped.reader):
-            logger.warning(
-                "Association from %s aborted: %d instance(s) not stored", _caller(event), len(dropped.reader)
-            )
+        self._ended(event, "aborted")
 
     def on_released(self, event: Any) -> None:
+        self._ended(event, "released")
+
+    def _ended(self, event: Any, how: str) -> None:
+        """Store what the association was told is stored, however it ended."""
         with self.lock:
             delivery = self.deliveries.pop(event.assoc, None)
-        node = self.sender_of(event)
-        if delivery is not None and node is not None:
-            self.storing.submit(deliver, node, _caller(event), delivery)
+        if delivery is None:
+            return
+        if how == "aborted" and len(delivery.reader):
+            logger.warning(
+                "Association from %s aborted: storing the %d instance(s) it was told were stored",
+                _caller(event),
+                len(delivery.reader),
+            )
+        if delivery.refused:
+            trail.record(
+                trail.Action.UPLOAD,
+                object_type="dicom_delivery",
+                outcome=trail.Outcome.REFUSED,
+                detail=f"C-STORE from {_caller(event)}: {len(delivery.refused)} instance(s) refused; "
+                f"first: {delivery.refused[0]}"[:500],
+            )
+        self.storing.submit(deliver, delivery.folder)
 
 
 @dataclass
@@ -189,13 +219,13 @@ class Delivery:
     reader: SeriesReader
     refused: list[str]
     team_id: int
+    folder: InboxFolder
 
 
-def _uids(spooled: Any) -> tuple[str, str] | None:
+def _uids(path: Path) -> tuple[str, str] | None:
     """(SOP Instance UID, Series Instance UID) from a file's header, or None if it cannot be read."""
-    spooled.seek(0)
     try:
-        ds = dcmread(spooled, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SeriesInstanceUID"])
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SeriesInstanceUID"])
     except Exception:  # damaged: the reader refuses it with a reason
         return None
     return str(ds.get("SOPInstanceUID", "")).strip(), str(ds.get("SeriesInstanceUID", "")).strip()
@@ -208,37 +238,40 @@ def _caller(event: Any) -> str:
 def _failure_status(refused: DicomRefused) -> Dataset:
     status = Dataset()
     status.Status = int(refused.failure)
-    # ErrorComment is an LO: 64 characters; the reason, without the file's name we gave it
-    status.ErrorComment = str(refused).split(": ", 1)[-1][:64]
+    # ErrorComment is an LO (64 characters of the default repertoire): the reason, without the
+    # file's name we gave it, in plain ASCII
+    reason = str(refused).split(": ", 1)[-1].replace("×", "x")
+    status.ErrorComment = reason.encode("ascii", "replace").decode("ascii")[:64]
     return status
 
 
-def deliver(node_id: int, sender: str, delivery: Delivery) -> None:
-    """Store one association's instances for the sender's care team (its own thread; errors are
-    logged and recorded, never raised into the network loop). Every instance was checked when it
-    arrived, so what is stored here is what the sender was told was stored."""
+def deliver(folder: InboxFolder) -> None:
+    """Store an association's inbox folder for its sender's care team, then remove it (its own
+    thread; errors are logged, never raised into the network loop, and the folder is kept for the
+    next start). Its instances were checked when they arrived and are read again here, so what is
+    stored is what the sender was told was stored."""
+    sender = folder.path.name
     try:
-        if delivery.refused:
-            trail.record(
-                trail.Action.UPLOAD,
-                object_type="dicom_delivery",
-                outcome=trail.Outcome.REFUSED,
-                detail=f"C-STORE from {sender}: {len(delivery.refused)} instance(s) refused; "
-                f"first: {delivery.refused[0]}"[:500],
+        files = folder.files()
+        if files:
+            node_id, sender = folder.sender()
+            node = DicomNode.objects.select_related("team").get(pk=node_id)
+            received = studies_receive(
+                team=node.team, files=files, via=Scan.Received.CSTORE, sender=sender, partial=True
             )
-        series = delivery.reader.series()
-        if not series:
-            return
-        node = DicomNode.objects.select_related("team").get(pk=node_id)
-        received = series_receive(team=node.team, series=series, via=Scan.Received.CSTORE, sender=sender)
-        logger.info(
-            "C-STORE from %s: %d scan(s) stored, %d series waiting for a patient",
-            sender,
-            len(received.scans),
-            len(received.waiting),
-        )
+            for refusal in received.refused:  # checked before the answer: this is a fault of ours
+                logger.error(
+                    "C-STORE from %s: an instance answered Success is refused now: %s", sender, refusal
+                )
+            logger.info(
+                "C-STORE from %s: %d scan(s) stored, %d series waiting for a patient",
+                sender,
+                len(received.scans),
+                len(received.waiting),
+            )
+        folder.remove()
     except Exception:
-        logger.exception("C-STORE from %s could not be stored", sender)
+        logger.exception("C-STORE from %s could not be stored; kept in the inbox for the next start", sender)
     finally:
         close_old_connections()
 

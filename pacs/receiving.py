@@ -8,6 +8,7 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -268,13 +269,10 @@ def _wait(
     return waiting
 
 
-def waiting_files(waiting: UnmatchedSeries) -> list[tuple[str, bytes]]:
+def waiting_files(waiting: UnmatchedSeries) -> list[tuple[str, IO[bytes]]]:
+    """The waiting series' files, open (each is read when its turn comes, never all at once)."""
     _, names = default_storage.listdir(waiting.folder)
-    files = []
-    for name in sorted(names):
-        with default_storage.open(f"{waiting.folder}/{name}") as handle:
-            files.append((name, handle.read()))
-    return files
+    return [(name, default_storage.open(f"{waiting.folder}/{name}")) for name in sorted(names)]
 
 
 def unmatched_resolve(

@@ -33,6 +33,7 @@ DATASET = ROOT.parent / "shared" / "datasets" / "iqothnccd"
 @pytest.fixture(autouse=True)
 def private_media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.DICOM_INBOX_DIR = tmp_path / "dicom-inbox"
     return settings.MEDIA_ROOT
 
 

@@ -397,3 +397,43 @@ def test_a_jpeg_2000_stream_larger_than_its_header_says_is_refused_without_decod
         "crafted.dcm: its compressed image is 4096x4096 pixels with 1 component(s)"
     )
     assert peak < 4 * MB, f"{peak / MB:.1f} MB held: the stream was decoded"
+
+
+# --- what C-STORE answered Success is kept, however the association ends ---------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_instances_answered_success_are_stored_when_the_association_is_aborted(receiver, known, settings):
+    files = ct_series(dataset_slices(2), patient_name="Roe^Jane")
+    ae = AE(ae_title="CT-ROUTER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", receiver, ae_title="LUNGPORTAL")
+    statuses = [assoc.send_c_store(dcmread(BytesIO(data))).Status for _, data in files]
+    assoc.abort()
+
+    assert statuses == [0x0000, 0x0000]
+    wait_for(lambda: Scan.objects.exists(), timeout=60, message="the answered instances stored")
+    assert Scan.objects.get().slices.count() == 2
+    wait_for(lambda: not any(Path(settings.DICOM_INBOX_DIR).iterdir()), timeout=30, message="inbox emptied")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_inbox_left_by_a_crash_is_stored_when_the_receiver_starts(known, team_a, settings):
+    from pacs.inbox import InboxFolder
+
+    node = DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="127.0.0.0/8")
+    folder = InboxFolder.create(node_id=node.pk, ae_title="CT-ROUTER")
+    for number, (_, data) in enumerate(ct_series(dataset_slices(2), patient_name="Roe^Jane"), start=1):
+        (folder.path / f"{number:05d}.dcm").write_bytes(data)
+    assert oct(folder.path.stat().st_mode & 0o777) == "0o700"
+
+    settings.DICOM_PORT = free_port()
+    server = Receiver().serve(block=False)
+    try:
+        wait_for(lambda: Scan.objects.exists(), timeout=60, message="the left inbox stored")
+    finally:
+        server.shutdown()
+
+    scan = Scan.objects.get()
+    assert (scan.patient, scan.received_via, scan.slices.count()) == (known, "cstore", 2)
+    wait_for(lambda: not folder.path.exists(), timeout=30, message="the stored folder removed")

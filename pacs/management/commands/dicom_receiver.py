@@ -18,4 +18,7 @@ class Command(BaseCommand):
             f"DICOM receiver {settings.DICOM_AE_TITLE} on {settings.DICOM_HOST}:{settings.DICOM_PORT}"
             + (" (DICOM TLS)" if receiver.tls else "")
         )
-        receiver.serve(block=True)
+        try:
+            receiver.serve(block=True)
+        finally:  # a stop (Ctrl-C, SIGTERM) lets the deliveries in hand finish storing
+            receiver.storing.shutdown(wait=True)
