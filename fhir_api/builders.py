@@ -1,7 +1,7 @@
 """Each FHIR R4 resource as a plain dict, built from the models: pure functions that query nothing
 beyond what the caller selected or prefetched (`reads` and `search` do that).
 
-Logical ids are fixed (the webhooks link to them): `Patient/{patient}`, `ImagingStudy/{scan}`,
+Logical ids are fixed (the webhooks link to them): `Patient/{patient}`, `ImagingStudy/{study}`,
 `DiagnosticReport/prediction-{prediction}` (the AI's result: preliminary),
 `DiagnosticReport/review-{review}` (a clinician's signed reading: final, or amended when it
 corrects an earlier reading, which stays readable as it was signed),
@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.utils import timezone
 from django.utils.html import escape
 
-from cases.models import LABEL_CHOICES, Patient, Prediction, Review, Scan, Slice
+from cases.models import LABEL_CHOICES, Patient, Prediction, Review, Scan, Slice, Study
 from inference.models import ModelVersion
 from inference.preprocessing import CLASS_NAMES
 
@@ -53,6 +55,8 @@ MODEL_SHA256_SYSTEM = "urn:lungportal:model-sha256"
 MODEL_VERSION_EXTENSION = "urn:lungportal:fhir:extension:model-version"
 MODEL_PERFORMANCE_EXTENSION = "urn:lungportal:fhir:extension:model-performance"
 AI_REPORT_EXTENSION = "urn:lungportal:fhir:extension:ai-report"
+# What a JPEG/PNG series' generated UID is made from, beside the series' own id and arrival.
+IMAGE_SERIES_UID_SOURCE = "urn:lungportal:image-series"
 
 SUSPICION = "suspicion"
 OBSERVATION_KINDS = (SUSPICION, *CLASS_NAMES)
@@ -129,48 +133,76 @@ def patient_resource(patient: Patient) -> Resource:
 # --- ImagingStudy -------------------------------------------------------------------------------
 
 
-def imaging_study_resource(scan: Scan) -> Resource:
-    """One scan: an upload of slices, or one DICOM series with its UIDs. Needs `scan.patient` and
-    its prefetched `slices`."""
-    slices: Sequence[Slice] = list(scan.slices.all())
+def imaging_study_resource(study: Study) -> Resource:
+    """One study with all its series: DICOM series with their UIDs, or the one series of a JPEG/PNG
+    upload. Needs `study.patient` and its prefetched `series`, each with its prefetched `slices`
+    (`reads.studies_with_series`)."""
+    series = [(scan, list(scan.slices.all())) for scan in study.series.all()]
     resource: Resource = {
         "resourceType": "ImagingStudy",
-        "id": str(scan.pk),
-        "meta": {"lastUpdated": instant(scan.created_at)},
+        "id": str(study.pk),
+        # A series that joins later changes the study.
+        "meta": {"lastUpdated": instant(max([study.created_at, *(scan.created_at for scan, _ in series)]))},
         "status": "available",
-        "subject": patient_reference(scan.patient),
-        "started": scan.study_date.isoformat(),
-        "numberOfSeries": 1,
-        "numberOfInstances": len(slices),
+        "subject": patient_reference(study.patient),
+        "started": study_started(study),
+        "numberOfSeries": len(series),
+        "numberOfInstances": sum(len(slices) for _, slices in series),
     }
     identifiers: list[Resource] = []
-    if scan.study_instance_uid:
-        identifiers.append({"system": DICOM_UID, "value": f"urn:oid:{scan.study_instance_uid}"})
-    if scan.accession_number:
+    if study.study_instance_uid:
+        identifiers.append({"system": DICOM_UID, "value": f"urn:oid:{study.study_instance_uid}"})
+    if study.accession_number:
         identifiers.append(
             {
                 "type": {
                     "coding": [{"system": V2_IDENTIFIER_TYPE, "code": "ACSN", "display": "Accession ID"}]
                 },
-                "value": scan.accession_number,
+                "value": study.accession_number,
             }
         )
     if identifiers:
         resource["identifier"] = identifiers
-    if scan.modality:
-        resource["modality"] = [{"system": DICOM_MODALITY, "code": scan.modality}]
-    if scan.note:
-        resource["note"] = [{"text": scan.note}]
-    if scan.is_dicom:
-        resource["series"] = [_series(scan, slices)]
+    modalities = list(dict.fromkeys(series_modality(scan) for scan, _ in series))
+    if modalities:
+        resource["modality"] = [{"system": DICOM_MODALITY, "code": code} for code in modalities]
+    if study.description:
+        resource["description"] = study.description
+    notes = [{"text": scan.note} for scan, _ in series if scan.note]
+    if notes:
+        resource["note"] = notes
+    if series:
+        resource["series"] = [_series(scan, slices) for scan, slices in series]
     return resource
 
 
+def study_started(study: Study) -> str:
+    """The study date, with its time where the study came with one. DICOM's StudyTime is the
+    site's local time; FHIR needs a zone with a time, so the portal's TIME_ZONE is taken as it."""
+    if study.study_time is None:
+        return study.study_date.isoformat()
+    local = dt.datetime.combine(study.study_date, study.study_time.replace(microsecond=0))
+    return timezone.make_aware(local, timezone.get_default_timezone()).isoformat()
+
+
+def series_modality(scan: Scan) -> str:
+    # pacs.reading takes CT images only, and the portal's JPEG/PNG slices are CT slices too.
+    return scan.modality or "CT"
+
+
+def series_uid(scan: Scan) -> str:
+    """A DICOM series' own UID; for JPEG/PNG slices, a UID made from the series' identity (2.25,
+    as DICOM derives UIDs from UUIDs), the same on every read."""
+    if scan.series_instance_uid:
+        return scan.series_instance_uid
+    name = f"{IMAGE_SERIES_UID_SOURCE}:{scan.pk}:{instant(scan.created_at)}"
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, name).int}"
+
+
 def _series(scan: Scan, slices: Sequence[Slice]) -> Resource:
-    # pacs.reading takes CT images only, so a series without a Modality is CT.
     series: Resource = {
-        "uid": scan.series_instance_uid,
-        "modality": {"system": DICOM_MODALITY, "code": scan.modality or "CT"},
+        "uid": series_uid(scan),
+        "modality": {"system": DICOM_MODALITY, "code": series_modality(scan)},
         "numberOfInstances": len(slices),
     }
     if scan.series_number is not None and scan.series_number >= 0:
@@ -271,7 +303,7 @@ def _report(prediction: Prediction, logical_id: str, status: str, issued: dt.dat
         "subject": patient_reference(scan.patient),
         "effectiveDateTime": scan.study_date.isoformat(),
         "issued": instant(issued),
-        "imagingStudy": [{"reference": reference("ImagingStudy", scan.pk)}],
+        "imagingStudy": [{"reference": reference("ImagingStudy", scan.study_id)}],
     }
     results = [
         {"reference": reference("Observation", observation_id(prediction, kind))}
@@ -380,7 +412,7 @@ def observation_resource(prediction: Prediction, kind: str) -> Resource:
             "code": "1",
         },
         "device": {"reference": reference("Device", version.pk), "display": version.name},
-        "derivedFrom": [{"reference": reference("ImagingStudy", scan.pk)}],
+        "derivedFrom": [{"reference": reference("ImagingStudy", scan.study_id)}],
     }
     if kind == SUSPICION:
         resource["method"] = {"text": Prediction.AGGREGATION_RULE}

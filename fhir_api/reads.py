@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from django.db.models import Model, Prefetch, QuerySet
+from django.db.models import F, Model, Prefetch, QuerySet
 from django.http import Http404
 
 from cases import selectors
-from cases.models import Prediction, Review, Scan, Slice
+from cases.models import Prediction, Review, Scan, Slice, Study
 from cases.selectors import Viewer
 from inference.models import ModelVersion
 
@@ -24,13 +24,16 @@ REPORT_ID = re.compile(rf"^(prediction|review)-({PK})$")
 OBSERVATION_ID = re.compile(rf"^prediction-({PK})-({'|'.join(builders.OBSERVATION_KINDS)})$")
 
 
-def scans_with_slices(user: Viewer) -> QuerySet[Scan]:
-    """Scans with the slice columns an ImagingStudy shows, in one more query."""
+def studies_with_series(user: Viewer) -> QuerySet[Study]:
+    """The user's studies with their series and the slice columns an ImagingStudy shows, in two
+    more queries whatever their number."""
     columns = ("id", "scan_id", "position", "sop_instance_uid", "sop_class_uid", "instance_number")
-    return selectors.scans_for(user).prefetch_related(
-        # Slice's Meta orders by position already: instances in series order.
-        Prefetch("slices", queryset=Slice.objects.only(*columns))
-    )
+    # Slice's Meta orders by position already: instances in series order.
+    slices = Prefetch("slices", queryset=Slice.objects.only(*columns))
+    series = Scan.objects.order_by(F("series_number").asc(nulls_last=True), "created_at", "id")
+    # The selector's own prefetches give way to what FHIR shows.
+    studies = selectors.studies_for(user).prefetch_related(None)
+    return studies.prefetch_related(Prefetch("series", queryset=series.prefetch_related(slices)))
 
 
 def reports_for(user: Viewer) -> QuerySet[Prediction]:
@@ -63,8 +66,8 @@ def _patient(user: Viewer, logical_id: str) -> tuple[Resource, Model | None]:
 
 
 def _imaging_study(user: Viewer, logical_id: str) -> tuple[Resource, Model | None]:
-    scan = selectors.scoped_get(user, scans_with_slices(user), int(_pk(PLAIN_ID, logical_id)[1]))
-    return builders.imaging_study_resource(scan), scan
+    study = selectors.scoped_get(user, studies_with_series(user), int(_pk(PLAIN_ID, logical_id)[1]))
+    return builders.imaging_study_resource(study), study
 
 
 def _diagnostic_report(user: Viewer, logical_id: str) -> tuple[Resource, Model | None]:

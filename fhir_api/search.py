@@ -268,16 +268,16 @@ def _name_q(parameter: Parameter) -> Q:
 
 
 def _imaging_studies(user: Viewer, parameters: list[Parameter], page: slice) -> tuple[int, list[Resource]]:
-    scans = reads.scans_with_slices(user)
+    studies = reads.studies_with_series(user)
     for parameter in parameters:
         if parameter.name in PATIENT:
-            scans = scans.filter(patient_q("patient_id", parameter))
+            studies = studies.filter(patient_q("patient_id", parameter))
         elif parameter.name == "identifier":
-            scans = scans.filter(_any(parameter.alternatives, _study_identifier_q))
+            studies = studies.filter(_any(parameter.alternatives, _study_identifier_q))
         else:
-            scans = scans.filter(date_q("study_date", parameter))
-    total, found = _page(scans.order_by("-study_date", "-created_at", "-id"), page)
-    return total, [builders.imaging_study_resource(scan) for scan in found]
+            studies = studies.filter(date_q("study_date", parameter))
+    total, found = _page(studies.order_by("-study_date", "-created_at", "-id"), page)
+    return total, [builders.imaging_study_resource(study) for study in found]
 
 
 def _study_identifier_q(value: str) -> Q:

@@ -138,7 +138,8 @@ def _prediction_data(prediction: Prediction) -> dict[str, Any]:
 
 
 def _scan_data(scan: Scan) -> dict[str, Any]:
-    return {"id": scan.pk, "api": api_url("scan", scan.pk), "fhir": fhir_url("ImagingStudy", scan.pk)}
+    # FHIR has no resource for a series alone: the link is to the ImagingStudy that holds it.
+    return {"id": scan.pk, "api": api_url("scan", scan.pk), "fhir": fhir_url("ImagingStudy", scan.study_id)}
 
 
 def _patient_data(patient_id: int) -> dict[str, Any]:

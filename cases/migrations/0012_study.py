@@ -1,7 +1,11 @@
 """The study becomes the unit of care: every existing scan becomes a series of a study. DICOM scans
 of one patient that share a StudyInstanceUID become one study with several series; every other
 scan (JPEG/PNG uploads) a study of its own. Nothing is removed: only rows are added and a column
-filled (tests/cases/test_study_migration.py checks the counts)."""
+filled (tests/cases/test_study_migration.py checks the counts).
+
+A study takes the id of its first series' scan, and new studies are numbered after every scan id:
+FHIR's `ImagingStudy/{id}`, which was a scan's id, still names the same study, and the id of a
+merged series that was not first names nothing (404), never another study."""
 
 import cases.validators
 import datetime
@@ -24,6 +28,7 @@ def scans_into_studies(apps, schema_editor):
     for members in groups.values():
         first = members[0]
         study = Study(
+            id=first[0],
             patient_id=first[1],
             study_instance_uid=first[2],
             accession_number=next((m[3] for m in members if m[3]), ""),
@@ -37,6 +42,21 @@ def scans_into_studies(apps, schema_editor):
         ["study"],
         batch_size=1000,
     )
+    last_scan = Scan.objects.order_by("-id").values_list("id", flat=True).first()
+    if last_scan:
+        _number_studies_after(schema_editor, last_scan)
+
+
+def _number_studies_after(schema_editor, last_id):
+    """The next study id is past every scan id (explicit ids leave the sequence behind)."""
+    table = "cases_study"
+    with schema_editor.connection.cursor() as cursor:
+        if schema_editor.connection.vendor == "postgresql":
+            cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), %s)", [last_id])
+        elif schema_editor.connection.vendor == "sqlite":
+            cursor.execute("UPDATE sqlite_sequence SET seq = MAX(seq, %s) WHERE name = %s", [last_id, table])
+            if not cursor.rowcount:
+                cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, last_id])
 
 
 def studies_into_scans(apps, schema_editor):

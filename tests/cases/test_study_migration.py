@@ -125,3 +125,10 @@ def test_scans_become_series_of_studies_and_nothing_is_lost(at_latest):
     assert merged.study_date == date(2026, 3, 1) and merged.created_at == scans["ann-ct-2"].created_at
     assert study["bob-same-uid"].patient_id == bob.pk  # never merged across patients
     assert study["ann-jpeg"].study_instance_uid == "" and study["ann-jpeg"].study_date == date(2026, 5, 1)
+    # a study keeps its first series' id (FHIR's ImagingStudy/{id} was the scan's), and new studies
+    # are numbered past every scan: the second series' old id names no study
+    assert merged.pk == scans["ann-ct-1"].pk and study["ann-jpeg"].pk == scans["ann-jpeg"].pk
+    patient = new.get_model("cases", "Patient").objects.get(pk=ann.pk)
+    later = new.get_model("cases", "Study").objects.create(patient=patient, study_date=date(2026, 6, 1))
+    assert later.pk > max(scan.pk for scan in scans.values())
+    assert not new.get_model("cases", "Study").objects.filter(pk=scans["ann-ct-2"].pk).exists()

@@ -15,8 +15,10 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from audit.models import AuditEntry
+from cases.models import Prediction
 from fhir_api.links import resource_url
 from tests import factories
+from tests.fhir_api.studies import dicom_study
 from tests.reading.studies import sign, study
 
 pytestmark = pytest.mark.django_db
@@ -72,7 +74,7 @@ def read_urls(record):
     prediction = record["prediction"]
     return [
         f"/fhir/Patient/{record['patient'].pk}",
-        f"/fhir/ImagingStudy/{record['scan'].pk}",
+        f"/fhir/ImagingStudy/{record['scan'].study_id}",
         f"/fhir/DiagnosticReport/prediction-{prediction.pk}",
         f"/fhir/DiagnosticReport/review-{record['first'].pk}",
         f"/fhir/DiagnosticReport/review-{record['correction'].pk}",
@@ -190,6 +192,28 @@ def test_reads_are_audited_on_the_api_channel(alice, record):
     assert entry.detail == f"FHIR DiagnosticReport/review-{record['first'].pk}"
 
 
+def test_an_imaging_study_read_is_audited_as_the_study_of_its_patient(alice, record):
+    study = record["scan"].study_id
+    get(token_client(alice), f"/fhir/ImagingStudy/{study}")
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.READ, object_type="study")
+    assert (entry.object_id, entry.patient_id) == (study, record["patient"].pk)
+    assert entry.detail == f"FHIR ImagingStudy/{study}" and entry.channel == AuditEntry.Channel.API
+
+
+def test_an_outsider_gets_404_for_a_study_of_two_series_and_it_is_audited(alice, bob, charlie, patient):
+    lung, _ = dicom_study(patient, alice, sizes=(2, 1))
+    url = f"/fhir/ImagingStudy/{lung.study_id}"
+    assert get(token_client(bob), url)["numberOfSeries"] == 2  # a colleague reads it
+    outcome(get(token_client(charlie), url, status=404), "not-found")
+    refused = AuditEntry.objects.get(outcome=AuditEntry.Outcome.REFUSED)
+    assert (refused.object_type, refused.object_id, refused.patient_id) == (
+        "study",
+        lung.study_id,
+        patient.pk,
+    )
+    assert get(token_client(charlie), "/fhir/ImagingStudy", patient=patient.pk)["total"] == 0
+
+
 def test_unknown_ids_and_types_are_404(alice, record):
     client = token_client(alice)
     prediction = record["prediction"].pk
@@ -240,7 +264,7 @@ def test_patient_by_identifier_and_name(alice, team_a, record, settings):
 
 def test_imaging_studies_by_patient_date_and_identifier(alice, record):
     client = token_client(alice)
-    scan, earlier = str(record["scan"].pk), str(record["earlier"].pk)
+    scan, earlier = str(record["scan"].study_id), str(record["earlier"].study_id)
     assert ids(get(client, "/fhir/ImagingStudy", patient=record["patient"].pk)) == [scan, earlier]
     assert ids(get(client, "/fhir/ImagingStudy?date=ge2026-01-01")) == [scan]
     assert ids(get(client, "/fhir/ImagingStudy?date=le2025-12")) == [earlier]
@@ -249,6 +273,39 @@ def test_imaging_studies_by_patient_date_and_identifier(alice, record):
     assert ids(get(client, "/fhir/ImagingStudy?date=2025-03-04,2026-11-01")) == [scan, earlier]
     assert get(client, "/fhir/ImagingStudy?date=gt2026-11-01")["total"] == 0
     assert get(client, "/fhir/ImagingStudy?identifier=urn:dicom:uid|urn:oid:1.2.3")["total"] == 0
+
+
+def test_a_search_by_study_instance_uid_finds_one_imaging_study_with_all_its_series(alice, record):
+    lung, mediastinum = dicom_study(record["patient"], alice, sizes=(3, 2), study_uid="1.2.826.0.1.78")
+    client = token_client(alice)
+    for identifier in ("urn:dicom:uid|urn:oid:1.2.826.0.1.78", "urn:oid:1.2.826.0.1.78", "A-78", "|A-78"):
+        bundle = get(client, "/fhir/ImagingStudy", identifier=identifier)
+        assert (bundle["total"], ids(bundle)) == (1, [str(lung.study_id)]), identifier
+        (entry,) = bundle["entry"]
+        assert entry["resource"]["numberOfSeries"] == 2 and entry["resource"]["numberOfInstances"] == 5
+        assert {s["uid"] for s in entry["resource"]["series"]} == {
+            lung.series_instance_uid,
+            mediastinum.series_instance_uid,
+        }
+    # The patient's studies: the two-series one and the record's two, each once.
+    assert get(client, "/fhir/ImagingStudy", patient=record["patient"].pk)["total"] == 3
+    assert get(client, "/fhir/ImagingStudy", identifier=f"urn:oid:{lung.series_instance_uid}")["total"] == 0
+
+
+def test_reports_and_observations_point_to_the_study_of_their_series(alice, record):
+    lung, mediastinum = dicom_study(record["patient"], alice, sizes=(1, 1))
+    client = token_client(alice)
+    study = f"ImagingStudy/{lung.study_id}"
+    for scan in (lung, mediastinum):
+        prediction = scan.predictions.get()
+        Prediction.objects.filter(pk=prediction.pk).update(
+            status="succeeded", suspicion=0.4, finding="Benign."
+        )
+        report = get(client, f"/fhir/DiagnosticReport/prediction-{prediction.pk}")
+        assert report["imagingStudy"] == [{"reference": study}]
+        observation = get(client, f"/fhir/Observation/prediction-{prediction.pk}-suspicion")
+        assert observation["derivedFrom"] == [{"reference": study}]
+    assert get(client, f"/fhir/{study}")["numberOfSeries"] == 2
 
 
 def test_reports_by_patient_status_and_date(alice, record):
@@ -371,6 +428,7 @@ def test_searches_take_as_many_queries_for_many_records_as_for_few(alice, patien
     for day in range(2, 6):
         scan = study(patient, alice, suspicion=0.3, study_date=date(2026, 10, day))
         sign(scan, alice, "benign")
+    dicom_study(patient, alice, sizes=(2, 1, 1))  # a study of several series costs no more either
     with CaptureQueriesContext(connection) as many:
         get(client, url)
     assert len(many) == len(few), [q["sql"] for q in many.captured_queries]

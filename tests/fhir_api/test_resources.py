@@ -12,11 +12,13 @@ from django.test import TestCase
 from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
 
+from cases.models import Study
 from fhir_api import builders, reads
 from fhir_api.capability import capability_statement
 from inference.models import ModelVersion
 from pacs.ingest import study_upload
 from pacs.synthetic import ct_series
+from tests.fhir_api.studies import dicom_study
 from tests.reading.studies import sign, study
 
 pytestmark = pytest.mark.django_db
@@ -54,22 +56,29 @@ def test_patient_names_its_mrn_under_the_configured_system(alice, patient, setti
     assert resource["name"][0]["text"] == patient.name
 
 
-def test_imaging_study_of_an_image_upload_counts_its_slices_without_uids(alice, patient):
+def test_imaging_study_of_an_image_upload_is_one_series_with_a_generated_uid(alice, patient):
     scan = study(patient, alice, suspicion=0.8, slices=3)
-    resource = read(alice, "ImagingStudy", str(scan.pk))
+    resource = read(alice, "ImagingStudy", str(scan.study_id))
+    assert resource["id"] == str(scan.study_id)
     assert (resource["numberOfSeries"], resource["numberOfInstances"]) == (1, 3)
-    assert "series" not in resource and "identifier" not in resource
+    assert "identifier" not in resource  # no DICOM UID, no accession number
+    (series,) = resource["series"]
+    assert series["uid"].startswith("2.25.") and series["numberOfInstances"] == 3
+    assert series["modality"] == {"system": builders.DICOM_MODALITY, "code": "CT"}
+    assert "instance" not in series  # JPEG/PNG slices have no SOP Instance UIDs
+    assert read(alice, "ImagingStudy", str(scan.study_id))["series"][0]["uid"] == series["uid"]  # stable
     assert resource["subject"]["reference"] == f"Patient/{patient.pk}"
     assert resource["started"] == "2026-11-01"
 
 
 def test_imaging_study_of_a_dicom_series_carries_its_uids(alice, dicom_scan):
-    resource = read(alice, "ImagingStudy", str(dicom_scan.pk))
+    resource = read(alice, "ImagingStudy", str(dicom_scan.study_id))
     assert resource["identifier"][0] == {
         "system": "urn:dicom:uid",
         "value": f"urn:oid:{dicom_scan.study_instance_uid}",
     }
     assert resource["identifier"][1]["value"] == "A-77"
+    assert resource["identifier"][1]["type"]["coding"][0]["code"] == "ACSN"
     assert resource["modality"] == [{"system": builders.DICOM_MODALITY, "code": "CT"}]
     (series,) = resource["series"]
     assert series["uid"] == dicom_scan.series_instance_uid and series["number"] == 4
@@ -77,7 +86,36 @@ def test_imaging_study_of_a_dicom_series_carries_its_uids(alice, dicom_scan):
     slices = list(dicom_scan.slices.order_by("position"))
     assert [i["uid"] for i in series["instance"]] == [s.sop_instance_uid for s in slices]
     assert series["instance"][0]["sopClass"]["code"] == f"urn:oid:{slices[0].sop_class_uid}"
-    assert resource["started"] == "2026-11-02"
+    # StudyDate and StudyTime (10:15:00), the time in the portal's zone.
+    assert resource["started"] == "2026-11-02T10:15:00+00:00"
+
+
+def test_two_series_of_one_dicom_study_are_one_imaging_study_with_both(alice, patient, settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    lung, mediastinum = dicom_study(patient, alice, sizes=(3, 2), study_uid="1.2.826.0.1.77")
+    assert lung.study_id == mediastinum.study_id
+    Study.objects.filter(pk=lung.study_id).update(description="CT CHEST")
+
+    resource = read(alice, "ImagingStudy", str(lung.study_id))
+
+    assert resource["identifier"][0]["value"] == "urn:oid:1.2.826.0.1.77"
+    assert resource["identifier"][1]["value"] == "A-78"
+    assert (resource["numberOfSeries"], resource["numberOfInstances"]) == (2, 5)
+    assert resource["description"] == "CT CHEST"
+    assert resource["started"] == "2026-11-02T10:15:00+01:00"  # StudyTime in the portal's zone
+    assert [s["uid"] for s in resource["series"]] == [
+        lung.series_instance_uid,
+        mediastinum.series_instance_uid,
+    ]
+    assert [(s["number"], s["description"]) for s in resource["series"]] == [
+        (2, "CHEST SERIES 2"),
+        (3, "CHEST SERIES 3"),
+    ]
+    assert [s["numberOfInstances"] for s in resource["series"]] == [3, 2]
+    for scan, series in zip((lung, mediastinum), resource["series"], strict=True):
+        assert [i["uid"] for i in series["instance"]] == list(
+            scan.slices.order_by("position").values_list("sop_instance_uid", flat=True)
+        )
 
 
 def test_the_ai_report_is_preliminary_with_conclusion_model_and_performance(alice, patient):
@@ -108,7 +146,7 @@ def test_the_ai_report_is_preliminary_with_conclusion_model_and_performance(alic
         f"Observation/prediction-{prediction.pk}-{kind}"
         for kind in ("suspicion", "normal", "benign", "malignant")
     ]
-    assert report["imagingStudy"] == [{"reference": f"ImagingStudy/{scan.pk}"}]
+    assert report["imagingStudy"] == [{"reference": f"ImagingStudy/{scan.study_id}"}]
 
 
 def test_a_study_with_no_assessable_slice_has_a_report_without_results(alice, patient):
@@ -144,6 +182,7 @@ def test_observations_give_the_suspicion_and_each_class_probability(alice, patie
     assert suspicion["valueQuantity"]["value"] == 0.75 and suspicion["valueQuantity"]["code"] == "1"
     assert suspicion["code"]["coding"][0]["code"] == "malignancy-suspicion"
     assert suspicion["device"]["reference"] == f"Device/{prediction.model_version_id}"
+    assert suspicion["derivedFrom"] == [{"reference": f"ImagingStudy/{prediction.scan.study_id}"}]
     values = {
         kind: read(alice, "Observation", f"prediction-{prediction.pk}-{kind}")["valueQuantity"]["value"]
         for kind in ("normal", "benign", "malignant")

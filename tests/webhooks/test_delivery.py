@@ -13,6 +13,7 @@ from django.core import mail
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from cases.models import Scan, Study
 from tests.reading.studies import sign, study
 from webhooks import hosts, services
 from webhooks.events import emit
@@ -214,6 +215,7 @@ def test_a_webhook_fault_never_undoes_the_clinical_change(endpoint, prediction, 
 def test_payload_has_ids_and_absolute_links_and_no_patient_details(
     endpoint, receiver, team_a, alice, patient
 ):
+    Study.objects.create(patient=patient)  # so that the study's id is not the scan's
     events = three_events(team_a, alice, patient)
     drain()
 
@@ -223,7 +225,9 @@ def test_payload_has_ids_and_absolute_links_and_no_patient_details(
     study_data = receiver.events[events[0].event_id]["data"]
     review_data = receiver.events[events[2].event_id]["data"]
     scan_id, prediction_id = study_data["scan"]["id"], review_data["prediction"]["id"]
-    assert study_data["scan"]["fhir"] == f"http://127.0.0.1:8000/fhir/ImagingStudy/{scan_id}"
+    # The series' link is to the ImagingStudy that holds it: FHIR's is one per study.
+    study_id = Scan.objects.get(pk=scan_id).study_id
+    assert study_data["scan"]["fhir"] == f"http://127.0.0.1:8000/fhir/ImagingStudy/{study_id}"
     assert study_data["scan"]["api"] == f"http://127.0.0.1:8000/api/v1/scans/{scan_id}/"
     assert study_data["patient"]["id"] == patient.pk
     assert review_data["review"]["fhir"].endswith(
