@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 
 from inference.preprocessing import ACCEPTED_FORMATS, ACCEPTED_FORMATS_TEXT
 
-from .models import LABEL_CHOICES, Patient, Review, Scan
+from .models import LABEL_CHOICES, Patient, Review, Scan, Study
 from .selectors import teams_for
 
 
@@ -78,6 +78,17 @@ class ScanUploadForm(forms.ModelForm):
         self.fields["confirm_patient"] = forms.BooleanField(
             required=False,
             label="The DICOM series are this patient's, even if their PatientID differs from the MRN",
+        )
+        self.fields["priority"] = forms.ChoiceField(
+            choices=[("", "As the DICOM header says (else routine)"), *Study.Priority.choices],
+            required=False,
+            help_text="How soon the study must be read: stat and urgent studies come first on the worklist.",
+        )
+        self.fields["indication"] = forms.CharField(
+            required=False,
+            max_length=2000,
+            widget=forms.Textarea(attrs={"rows": 2}),
+            help_text="Why the study was requested.",
         )
 
 

@@ -163,7 +163,7 @@ def _predictions_with_results() -> QuerySet[Prediction]:
 
 
 def scans_detailed(user: Viewer) -> QuerySet[Scan]:
-    return scans_for(user).prefetch_related(
+    return scans_for(user).select_related("study").prefetch_related(
         "slices", Prefetch("predictions", queryset=_predictions_with_results())
     )
 

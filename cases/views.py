@@ -205,6 +205,8 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
                     study_date=form.cleaned_data["study_date"],
                     note=form.cleaned_data["note"],
                     confirm_patient=form.cleaned_data["confirm_patient"],
+                    priority=form.cleaned_data["priority"] or None,
+                    indication=form.cleaned_data["indication"],
                 )
             except ValidationError as exc:
                 form.add_error(None, exc)
@@ -376,7 +378,9 @@ def prediction_rerun(request: HttpRequest, pk: int) -> HttpResponse:
 def prediction_status(request: HttpRequest) -> JsonResponse:
     """States of the given predictions, for the pages' live updates."""
     ids = [int(i) for i in request.GET.get("ids", "").split(",") if re.fullmatch(ID_REGEX, i.strip())][:100]
-    found = selectors.predictions_status(request.user, ids)
+    found = list(selectors.predictions_status(request.user, ids))
+    for prediction in found:  # a state and a label are part of the record: each poll is a read
+        trail.read(prediction, object_type="prediction_status")
     return JsonResponse({"predictions": {str(p.pk): {"status": p.status, "label": p.label} for p in found}})
 
 

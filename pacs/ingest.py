@@ -137,6 +137,8 @@ def study_upload(
     study_date: date | None = None,
     note: str = "",
     confirm_patient: bool = False,
+    priority: str | None = None,
+    indication: str = "",
 ) -> list[Scan]:
     """An upload by hand: JPEG/PNG slices become one scan, DICOM files one scan per series.
 
@@ -148,7 +150,13 @@ def study_upload(
         if dicom is None:
             return [
                 scan_upload(
-                    patient=patient, files=files, uploaded_by=uploaded_by, study_date=study_date, note=note
+                    patient=patient,
+                    files=files,
+                    uploaded_by=uploaded_by,
+                    study_date=study_date,
+                    note=note,
+                    priority=priority,
+                    indication=indication,
                 )
             ]
         series = read_series(dicom, max_slices=settings.UPLOAD_MAX_FILES, budget=budget)
@@ -176,6 +184,8 @@ def study_upload(
         via=Scan.Received.UPLOAD,
         note=note,
         study_date=study_date,
+        priority=priority,
+        indication=indication,
     )
 
 
@@ -188,9 +198,12 @@ def series_store(
     note: str = "",
     study_date: date | None = None,
     sender: str = "",
+    priority: str | None = None,
+    indication: str = "",
 ) -> list[Scan]:
     """Store each series as a scan with its queued prediction, all in one transaction; files
-    written for a refused or failed attempt are removed."""
+    written for a refused or failed attempt are removed. A new study takes `priority` (else the
+    header's) and `indication`; a study that exists keeps its own."""
     version = active_version()
     scans = [_scan(patient, item, uploaded_by, via, note, study_date) for item in series]
     for scan in scans:  # the study's own fields first: a wrong date is told before decoding
@@ -202,7 +215,7 @@ def series_store(
             for scan, item, slices in zip(scans, series, prepared, strict=True):
                 center, width, source = slices[0].window
                 scan.window_center, scan.window_width, scan.window_source = center, width, source
-                scan.study = _study(patient, item, scan)
+                scan.study = _study(patient, item, scan, priority=priority, indication=indication)
                 scan.save()
                 Slice.objects.bulk_create(
                     [_slice(scan, position, prepared_slice) for position, prepared_slice in enumerate(slices)]
@@ -226,7 +239,9 @@ def series_store(
     return scans
 
 
-def _study(patient: Patient, item: DicomSeries, scan: Scan) -> Study:
+def _study(
+    patient: Patient, item: DicomSeries, scan: Scan, *, priority: str | None, indication: str
+) -> Study:
     """The patient's study of the series' StudyInstanceUID (a second series, or a resend, joins it),
     made from the series' header the first time."""
     study, _ = Study.objects.get_or_create(
@@ -237,7 +252,8 @@ def _study(patient: Patient, item: DicomSeries, scan: Scan) -> Study:
             "study_date": scan.study_date,
             "study_time": item.study_time,
             "description": item.study_description[:64],
-            "priority": item.priority,
+            "priority": priority or item.priority,
+            "indication": indication,
         },
     )
     return study

@@ -372,6 +372,14 @@ class ScanUploadSerializer(serializers.Serializer):
         default=False,
         help_text="DICOM: store series whose PatientID differs from this patient's MRN (else refused).",
     )
+    priority = serializers.ChoiceField(
+        choices=Study.Priority.choices,
+        required=False,
+        help_text="routine, urgent or stat; DICOM without it: RequestedProcedurePriority, else routine.",
+    )
+    indication = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, help_text="Why the study was requested."
+    )
 
 
 class ScanAcceptedSerializer(serializers.Serializer):

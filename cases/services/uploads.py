@@ -233,6 +233,8 @@ def scan_upload(
     uploaded_by: User | None,
     study_date: date | None = None,
     note: str = "",
+    priority: str | None = None,
+    indication: str = "",
 ) -> Scan:
     """Store a study's slices as a new study with one series and queue its prediction, all or nothing.
 
@@ -240,7 +242,13 @@ def scan_upload(
     and a queued prediction are committed together, and the task is sent only after the commit.
     """
     # The study's own fields first: a wrong date is told before minutes of decoding, not after.
-    study = Study(patient=patient, study_date=study_date or date.today())
+    study = Study(
+        patient=patient,
+        study_date=study_date or date.today(),
+        priority=priority or Study.Priority.ROUTINE,
+        indication=indication,
+    )
+    study.full_clean(exclude=["patient"])
     scan = Scan(patient=patient, study_date=study.study_date, note=note or "")
     scan.uploaded_by = uploaded_by
     scan.full_clean(exclude=["patient", "study", "uploaded_by"])
