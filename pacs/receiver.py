@@ -367,7 +367,15 @@ class SenderTLS(ssl.SSLContext):
 
     def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         try:
+            address = str(sock.getpeername()[0])
+            if not any(node.admits(address) for node in DicomNode.objects.filter(enabled=True)):
+                # no handshake for strangers: only an allowed sender's address can spend its time limit
+                sock.close()
+                logger.warning("TLS connection from %s dropped: no sender is allowed from there", address)
+                raise OSError(f"no DICOM sender is allowed from {address}")
             context = self.current()
+        except OSError:
+            raise
         except Exception as error:
             # pynetdicom's accept loop drops a connection on OSError; anything else would end it
             sock.close()

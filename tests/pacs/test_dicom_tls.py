@@ -198,7 +198,19 @@ def test_a_tls_sender_at_another_address_is_refused(tls_receiver, pki, team_a):
     DicomNode.objects.create(
         team=team_a, ae_title="CT-ROUTER", addresses="10.9.9.9", tls_certificate=pki.router.pem
     )
-    assert associate(tls_receiver, pki, pki.router).is_rejected
+    assoc = associate(tls_receiver, pki, pki.router)
+    assert not assoc.is_established  # dropped before the handshake: nobody is allowed from there
+
+
+def test_a_stranger_is_dropped_before_the_tls_handshake(tls_receiver, pki, team_a):
+    DicomNode.objects.create(
+        team=team_a, ae_title="CT-ROUTER", addresses="10.9.9.9", tls_certificate=pki.router.pem
+    )
+    with socket.create_connection(("127.0.0.1", tls_receiver)) as stranger:  # says nothing
+        stranger.settimeout(5)
+        started = time.monotonic()
+        assert stranger.recv(1) == b""  # closed by the receiver at once, not after the time limit
+        assert time.monotonic() - started < receiver_module.TLS_HANDSHAKE_SECONDS / 2
 
 
 def test_a_silent_connection_does_not_hold_up_the_senders(tls_receiver, pki, team_a, monkeypatch):
