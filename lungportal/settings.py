@@ -263,6 +263,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cases.tasks.media_sweep",
         "schedule": timedelta(hours=envint("MEDIA_SWEEP_HOURS", 24, minimum=1)),
     },
+    "resend-due-pacs-reports": {
+        "task": "pacs.tasks.result_exports_sweep",
+        "schedule": timedelta(seconds=envint("PACS_SWEEP_SECONDS", 60, minimum=1)),
+    },
     "resend-due-webhooks": {
         "task": "webhooks.tasks.deliveries_sweep",
         "schedule": timedelta(seconds=envint("WEBHOOK_SWEEP_SECONDS", 60, minimum=1)),

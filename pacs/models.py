@@ -170,6 +170,9 @@ class ResultExport(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # When it is due (pending: its next attempt; sending: when the attempt is presumed lost). The
+    # sweep re-sends what is overdue: a lost broker message or a dead worker loses no report.
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

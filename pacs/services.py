@@ -8,6 +8,7 @@ import io
 import logging
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 import requests
 from django.conf import settings
@@ -25,6 +26,9 @@ from .structured_report import structured_report
 logger = logging.getLogger(__name__)
 
 NETWORK_TIMEOUT = 30  # seconds, per connection or reply; a PACS slower than this is retried later
+SENDING_LOST_AFTER = timedelta(minutes=10)  # an attempt still "sending" after this: its worker died
+SWEEP_GRACE = timedelta(minutes=2)  # overdue by this much: its own message is not coming
+SWEEP_BATCH = 500
 
 
 class DeliveryRetry(Exception):
@@ -82,6 +86,7 @@ def result_export_enqueue(prediction: Prediction) -> ResultExport | None:
             attempts=0,
             last_error="",
             delivered_at=None,
+            next_attempt_at=timezone.now(),
         )
     )
     if not reset:
@@ -128,7 +133,11 @@ def result_export_deliver(export_id: int) -> ResultExport | None:
     # Attempts are counted as they start, so that a report that kills its worker still ends failed.
     claimed = ResultExport.objects.filter(
         pk=export_id, state__in=[ResultExport.State.PENDING, ResultExport.State.SENDING]
-    ).update(state=ResultExport.State.SENDING, attempts=F("attempts") + 1)
+    ).update(
+        state=ResultExport.State.SENDING,
+        attempts=F("attempts") + 1,
+        next_attempt_at=timezone.now() + SENDING_LOST_AFTER,
+    )
     if not claimed:
         return None
     export = ResultExport.objects.select_related("prediction__scan", "prediction__model_version").get(
@@ -153,15 +162,36 @@ def result_export_deliver(export_id: int) -> ResultExport | None:
         destination=destination,
         last_error="",
         delivered_at=timezone.now(),
+        next_attempt_at=None,
     )
     export.refresh_from_db()
     return export
 
 
+def result_exports_sweep() -> int:
+    """Send again every export whose next attempt is overdue (beat, every minute): one whose
+    broker message was lost, or whose worker died while sending; how many were sent. The grace
+    leaves a retry that is merely late to its own message (a delivery twice is harmless: the report
+    keeps its SOP Instance UID, so the PACS replaces it)."""
+    overdue = ResultExport.objects.filter(
+        state__in=[ResultExport.State.PENDING, ResultExport.State.SENDING],
+        next_attempt_at__lte=timezone.now() - SWEEP_GRACE,
+    )
+    ids = list(overdue.order_by("next_attempt_at").values_list("pk", flat=True)[:SWEEP_BATCH])
+    for export_id in ids:
+        _deliver_later(export_id)
+    return len(ids)
+
+
 def _attempt_failed(export: ResultExport, destination: str, message: str) -> ResultExport:
+    from .tasks import result_export_backoff
+
     last = export.attempts >= settings.PACS_DELIVERY_MAX_ATTEMPTS
     state = ResultExport.State.FAILED if last else ResultExport.State.PENDING
-    ResultExport.objects.filter(pk=export.pk).update(state=state, destination=destination, last_error=message)
+    due = None if last else timezone.now() + timedelta(seconds=result_export_backoff(export.attempts))
+    ResultExport.objects.filter(pk=export.pk).update(
+        state=state, destination=destination, last_error=message, next_attempt_at=due
+    )
     export.refresh_from_db()
     logger.warning(
         "Result export %s to %s failed (attempt %s of %s): %s",

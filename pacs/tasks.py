@@ -15,6 +15,11 @@ def result_export_backoff(attempts: int) -> int:
     return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, attempts - 1))
 
 
+@house_task()
+def result_exports_sweep(self: Any) -> int:
+    return services.result_exports_sweep()
+
+
 @house_task()  # on the default queue ("default")
 def result_export_deliver(self: Any, export_id: int) -> None:
     try:

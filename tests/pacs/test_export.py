@@ -4,11 +4,13 @@ and C-STORE, refused deliveries included."""
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import numpy as np
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from django.utils import timezone
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -362,3 +364,39 @@ def test_an_admin_redelivers_a_failed_report(
         admin_client.post(changelist, {"action": "redeliver", "_selected_action": [export.pk]})
     export.refresh_from_db()
     assert (export.state, export.attempts, len(sent)) == ("pending", 0, 1)
+
+
+def test_the_sweep_sends_again_an_export_whose_message_was_lost(no_pacs, dicom_prediction, monkeypatch):
+    no_pacs.PACS_STOW_URL = f"http://127.0.0.1:{free_port()}/dicom-web/"
+    sent: list[int] = []
+    monkeypatch.setattr(services, "_deliver_later", sent.append)
+    export = services.result_export_enqueue(dicom_prediction)  # its on-commit message never leaves
+    assert export is not None
+
+    assert services.result_exports_sweep() == 0  # not overdue yet: its own message may still come
+    ResultExport.objects.filter(pk=export.pk).update(
+        next_attempt_at=timezone.now() - services.SWEEP_GRACE - timedelta(seconds=1)
+    )
+
+    assert services.result_exports_sweep() == 1 and sent == [export.pk]
+
+
+def test_a_failed_attempt_is_due_after_its_backoff_and_a_lost_sending_one_after_its_limit(
+    no_pacs, dicom_prediction, monkeypatch
+):
+    no_pacs.PACS_STOW_URL = f"http://127.0.0.1:{free_port()}/dicom-web/"
+    sent: list[int] = []
+    monkeypatch.setattr(services, "_deliver_later", sent.append)
+    export = services.result_export_enqueue(dicom_prediction)
+    assert export is not None
+    before = timezone.now()
+
+    with pytest.raises(services.DeliveryRetry):
+        services.result_export_deliver(export.pk)
+
+    export.refresh_from_db()
+    assert export.next_attempt_at is not None
+    assert export.next_attempt_at - before >= timedelta(seconds=tasks.result_export_backoff(1))
+    claimed = ResultExport.objects.filter(pk=export.pk)
+    claimed.update(state=ResultExport.State.SENDING, next_attempt_at=timezone.now() - timedelta(minutes=3))
+    assert services.result_exports_sweep() == 1 and sent == [export.pk]  # its worker died mid-send
