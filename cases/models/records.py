@@ -95,6 +95,13 @@ class Patient(models.Model):
         return today.year - self.birth_date.year - before_birthday
 
 
+def _not_before_birth(patient: Patient | None, study_date: date | None) -> None:
+    if patient is not None and study_date and study_date < patient.birth_date:
+        raise ValidationError(
+            {"study_date": [f"The study date is before the patient's birth date ({patient.birth_date})."]}
+        )
+
+
 class Study(models.Model):
     """An imaging study, the unit of care: what a PACS knows by its StudyInstanceUID (and accession
     number), holding its series. A JPEG/PNG upload is a study with one series; DICOM series of one
@@ -134,11 +141,7 @@ class Study(models.Model):
         return f"Study {self.pk} of {self.study_date:%Y-%m-%d}"
 
     def clean(self) -> None:
-        patient = self.patient if self.patient_id else None
-        if patient is not None and self.study_date and self.study_date < patient.birth_date:
-            raise ValidationError(
-                {"study_date": [f"The study date is before the patient's birth date ({patient.birth_date})."]}
-            )
+        _not_before_birth(self.patient if self.patient_id else None, self.study_date)
 
     @property
     def audit_patient_id(self) -> int:
@@ -217,11 +220,7 @@ class Scan(models.Model):
         return bool(self.series_instance_uid)
 
     def clean(self) -> None:
-        patient = self.patient if self.patient_id else None
-        if patient is not None and self.study_date and self.study_date < patient.birth_date:
-            raise ValidationError(
-                {"study_date": [f"The study date is before the patient's birth date ({patient.birth_date})."]}
-            )
+        _not_before_birth(self.patient if self.patient_id else None, self.study_date)
 
     @property
     def audit_patient_id(self) -> int:

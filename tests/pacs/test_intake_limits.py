@@ -51,6 +51,19 @@ def peak_bytes(action: Callable[[], Any]) -> tuple[Any, int]:
         tracemalloc.stop()
 
 
+def refused_holding(files: list[tuple[str, bytes]]) -> tuple[DicomRefused | None, int]:
+    """How `read_series` refused the files, and the most memory it held to do so."""
+
+    def read() -> DicomRefused | None:
+        try:
+            read_series(files, max_slices=len(files))
+        except DicomRefused as refused:
+            return refused
+        return None
+
+    return peak_bytes(read)
+
+
 # --- pixels: bounded from the header, before any pixel data is read --------------------------------
 
 
@@ -67,16 +80,9 @@ def test_an_rle_bomb_is_refused_from_its_header_without_being_decoded():
 
 def test_decoding_an_rle_bomb_stays_within_a_few_times_its_file():
     bomb = rle_bomb(8192)
-    refusal = None
 
-    def read() -> None:
-        nonlocal refusal
-        try:
-            read_series([("bomb.dcm", bomb)], max_slices=10)
-        except DicomRefused as refused:
-            refusal = refused
+    refusal, peak = refused_holding([("bomb.dcm", bomb)])
 
-    _, peak = peak_bytes(read)
     assert refusal is not None
     assert peak < 4 * len(bomb), f"{peak / MB:.1f} MB held to refuse a {len(bomb) / MB:.1f} MB file"
 
@@ -247,17 +253,10 @@ def test_stow_rs_stores_the_good_instances_and_names_each_refused_one(live_serve
 # --- C-STORE: each instance answered with the truth ------------------------------------------------
 
 
-@pytest.fixture
-def receiver(settings, team_a):
-    settings.DICOM_PORT = free_port()
-    DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="127.0.0.0/8")
-    server = Receiver().serve(block=False)
-    yield settings.DICOM_PORT
-    server.shutdown()
-
-
 @pytest.mark.django_db(transaction=True)
-def test_c_store_answers_a_refused_instance_with_a_failure_and_stores_the_rest(receiver, known, settings):
+def test_c_store_answers_a_refused_instance_with_a_failure_and_stores_the_rest(
+    router_receiver, known, settings
+):
     settings.UPLOAD_MAX_PIXELS = 4096 * 4096
     good = ct_series(dataset_slices(2), patient_name="Roe^Jane")
     study_uid = dcmread(BytesIO(good[0][1])).StudyInstanceUID
@@ -268,7 +267,7 @@ def test_c_store_answers_a_refused_instance_with_a_failure_and_stores_the_rest(r
     ae = AE(ae_title="CT-ROUTER")
     for syntax in (ExplicitVRLittleEndian, RLELossless):  # one context each: the SCP accepts both
         ae.add_requested_context(CTImageStorage, syntax)
-    assoc = ae.associate("127.0.0.1", receiver, ae_title="LUNGPORTAL")
+    assoc = ae.associate("127.0.0.1", router_receiver, ae_title="LUNGPORTAL")
     assert assoc.is_established
     statuses = []
     for data in (good[0][1], scout, bomb, good[1][1]):
@@ -339,7 +338,7 @@ def test_an_implausible_study_date_is_refused_before_the_sender_is_answered():
 
 @pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk's storescu is not installed")
 @pytest.mark.django_db(transaction=True)
-def test_dcmtk_storescu_hears_which_instance_was_refused(receiver, known, tmp_path):
+def test_dcmtk_storescu_hears_which_instance_was_refused(router_receiver, known, tmp_path):
     good = ct_series(dataset_slices(2), patient_name="Roe^Jane")
     scout = with_uids(
         good[0][1], SOPInstanceUID="1.2.826.0.1.3680043.10.6", ImageType=["ORIGINAL", "LOCALIZER"]
@@ -348,7 +347,17 @@ def test_dcmtk_storescu_hears_which_instance_was_refused(receiver, known, tmp_pa
         (tmp_path / name).write_bytes(data)
 
     result = subprocess.run(
-        ["storescu", "-v", "--no-halt", "-aet", "CT-ROUTER", "-aec", "LUNGPORTAL", "127.0.0.1", str(receiver)]
+        [
+            "storescu",
+            "-v",
+            "--no-halt",
+            "-aet",
+            "CT-ROUTER",
+            "-aec",
+            "LUNGPORTAL",
+            "127.0.0.1",
+            str(router_receiver),
+        ]
         + [str(tmp_path / name) for name in ("IM0001.dcm", "SCOUT.dcm", "IM0002.dcm")],
         capture_output=True,
         text=True,
@@ -381,16 +390,8 @@ def test_a_jpeg_2000_stream_larger_than_its_header_says_is_refused_without_decod
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     crafted = buffer.getvalue()
-    refusal: DicomRefused | None = None
 
-    def read() -> None:
-        nonlocal refusal
-        try:
-            read_series([("crafted.dcm", crafted)], max_slices=1)
-        except DicomRefused as refused:
-            refusal = refused
-
-    _, peak = peak_bytes(read)
+    refusal, peak = refused_holding([("crafted.dcm", crafted)])
 
     assert refusal is not None
     assert str(refusal).startswith(
@@ -403,11 +404,13 @@ def test_a_jpeg_2000_stream_larger_than_its_header_says_is_refused_without_decod
 
 
 @pytest.mark.django_db(transaction=True)
-def test_instances_answered_success_are_stored_when_the_association_is_aborted(receiver, known, settings):
+def test_instances_answered_success_are_stored_when_the_association_is_aborted(
+    router_receiver, known, settings
+):
     files = ct_series(dataset_slices(2), patient_name="Roe^Jane")
     ae = AE(ae_title="CT-ROUTER")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", receiver, ae_title="LUNGPORTAL")
+    assoc = ae.associate("127.0.0.1", router_receiver, ae_title="LUNGPORTAL")
     statuses = [assoc.send_c_store(dcmread(BytesIO(data))).Status for _, data in files]
     assoc.abort()
 

@@ -22,9 +22,6 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEntry
 from cases.models import Prediction, Scan, Slice, Study
-from pacs.models import DicomNode
-from pacs.receiver import Receiver
-from tests.pacs.orthanc import free_port
 from tests.pacs.series import ct_series, dataset_slices
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -123,15 +120,6 @@ def test_more_instances_of_a_stored_series_are_refused_with_the_reason(live_serv
     assert Slice.objects.count() == 2
 
 
-@pytest.fixture
-def receiver(settings, team_a):
-    settings.DICOM_PORT = free_port()
-    DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="127.0.0.0/8")
-    server = Receiver().serve(block=False)
-    yield settings.DICOM_PORT
-    server.shutdown()
-
-
 def c_store(port: int, files: list[tuple[str, bytes]]) -> list[int]:
     ae = AE(ae_title="CT-ROUTER")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
@@ -142,11 +130,13 @@ def c_store(port: int, files: list[tuple[str, bytes]]) -> list[int]:
     return statuses
 
 
-def test_a_series_sent_by_stow_then_by_c_store_is_still_one_series(live_server, receiver, alice, known):
+def test_a_series_sent_by_stow_then_by_c_store_is_still_one_series(
+    live_server, router_receiver, alice, known
+):
     files = ct_series(dataset_slices(2), study_uid=STUDY)
     assert stow(live_server, alice, files).status_code == 200
 
-    statuses = c_store(receiver, files)
+    statuses = c_store(router_receiver, files)
 
     # acknowledged without being kept (the team holds them as sent): nothing waits to be stored
     assert statuses == [0x0000, 0x0000]
