@@ -91,9 +91,10 @@ def read(obj: Model, *, object_type: str = "", detail: str = "") -> None:
     _later(_entry(Action.READ, **{**_subject(obj, object_type), "detail": detail}))
 
 
-def read_list(object_type: str, *, detail: str = "") -> None:
-    """Someone was shown a list (of patients, of studies): no ids, and never the search text."""
-    _later(_entry(Action.READ, object_type=object_type, detail=detail))
+def read_list(object_type: str, *, patient_id: int | None = None, detail: str = "") -> None:
+    """Someone was shown a list (of patients, of studies): no object ids, and never the search
+    text; `patient_id` for a list's part that is one patient's records (a FHIR search's)."""
+    _later(_entry(Action.READ, object_type=object_type, patient_id=patient_id, detail=detail))
 
 
 def refused(model: type[Model], pk: int, *, patient_id: int | None) -> None:

@@ -498,16 +498,28 @@ def device_resource(version: ModelVersion) -> Resource:
 # --- Bundle, OperationOutcome, shared -----------------------------------------------------------
 
 
-def searchset(*, total: int, entries: Iterable[tuple[str, Resource]], links: Mapping[str, str]) -> Resource:
-    """A search's page: (fullUrl, resource) entries and the self / next / previous links."""
+def searchset(
+    *,
+    total: int,
+    entries: Iterable[tuple[str, Resource]],
+    links: Mapping[str, str],
+    included: Iterable[tuple[str, Resource]] = (),
+    outcome: Resource | None = None,
+) -> Resource:
+    """A search's page: (fullUrl, resource) entries, the resources `_include` added, an
+    OperationOutcome about the search (parameters it ignored), and the self / next / previous links."""
+    found = [{"fullUrl": url, "resource": resource, "search": {"mode": "match"}} for url, resource in entries]
+    found += [
+        {"fullUrl": url, "resource": resource, "search": {"mode": "include"}} for url, resource in included
+    ]
+    if outcome is not None:
+        found.append({"resource": outcome, "search": {"mode": "outcome"}})
     return {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
         "link": [{"relation": relation, "url": url} for relation, url in links.items()],
-        "entry": [
-            {"fullUrl": url, "resource": resource, "search": {"mode": "match"}} for url, resource in entries
-        ],
+        "entry": found,
     }
 
 

@@ -1,6 +1,8 @@
-"""FHIR R4 over DRF: the API's authentication (knox token, session), permission and throttles;
-`application/fhir+json` whatever the client asks for; every error an OperationOutcome (401
-anonymous, 404 outside the user's teams or unknown, 400 a bad search parameter).
+"""FHIR R4 over DRF: the API's authentication (knox token as `Token …` or `Bearer …`, session),
+permission and throttles; `application/fhir+json` for any client that takes JSON, 406 for one that
+asks for XML or another format only; every error an OperationOutcome (401 anonymous, 404 outside
+the user's teams or unknown, 400 a bad search parameter, or an unsupported one under
+`Prefer: handling=strict`). Every search is audited as a read of each patient whose data it showed.
 
 Thin: `reads` and `search` fetch through `cases.selectors`; `builders` makes the JSON."""
 
@@ -25,7 +27,20 @@ from cases.api.throttles import AnonRateThrottle, UserRateThrottle
 from . import builders, reads
 from .capability import capability_statement
 from .links import resource_url
-from .search import SearchError, search
+from .search import Page, SearchError, search
+
+# What a client may ask for and get FHIR JSON (R4 http.html: _format overrides Accept).
+JSON_MEDIA_TYPES = {
+    "application/fhir+json",
+    "application/json",
+    "application/json+fhir",
+    "application/*",
+    "*/*",
+}
+JSON_FORMATS = {"json", "fhir+json", "application/json", "application/fhir+json"}
+NOT_ACCEPTABLE = (
+    "This server answers in FHIR JSON only (application/fhir+json); it has no XML or other format."
+)
 
 OUTCOME_CODES = {
     400: "invalid",
@@ -45,13 +60,73 @@ class FhirJsonRenderer(renderers.JSONRenderer):
 
 
 class FhirJsonOnly(BaseContentNegotiation):
-    """One representation: any Accept (or `_format`) gets FHIR JSON, never a 406 page."""
+    """One representation, FHIR JSON: for no Accept, or one that takes JSON (`*/*` included), or
+    `_format=json`; anything else (`application/fhir+xml`, `_format=xml`) is a 406 OperationOutcome,
+    in JSON."""
 
     def select_parser(self, request: Request, parsers: Any) -> Any:
         return parsers[0] if parsers else None
 
     def select_renderer(self, request: Request, renderers: Any, format_suffix: str | None = None) -> Any:
+        wanted = request.query_params.get("_format")
+        if wanted is not None:
+            # An unescaped `+` in a query string arrives as a space.
+            acceptable = wanted.strip().replace(" ", "+").lower() in JSON_FORMATS
+        else:
+            acceptable = takes_json(request.META.get("HTTP_ACCEPT", ""))
+        if not acceptable:
+            raise exceptions.NotAcceptable(NOT_ACCEPTABLE)
         return renderers[0], renderers[0].media_type
+
+
+def takes_json(accept: str) -> bool:
+    """Whether an Accept header (none: anything) takes FHIR JSON at a non-zero quality."""
+    if not accept.strip():
+        return True
+    for media_range in accept.split(","):
+        media_type, *parameters = (part.strip().lower() for part in media_range.split(";"))
+        quality = next((p.partition("=")[2] for p in parameters if p.replace(" ", "").startswith("q=")), "1")
+        try:
+            weight = float(quality)
+        except ValueError:
+            weight = 1.0
+        if media_type in JSON_MEDIA_TYPES and weight > 0:
+            return True
+    return False
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    """The API's knox tokens sent as `Authorization: Bearer …`, as FHIR (SMART) clients send them."""
+
+    def authenticate_header(self, request: Any) -> str:
+        return "Bearer"  # knox reads the expected keyword from here
+
+
+def strict_handling(request: Request) -> bool:
+    """`Prefer: handling=strict`: refuse unknown search parameters; lenient (ignore them) otherwise,
+    as R4 advises."""
+    for preference in request.headers.get("Prefer", "").split(","):
+        name, _, value = preference.split(";")[0].partition("=")
+        if name.strip().lower() == "handling":
+            return value.strip().strip('"').lower() == "strict"
+    return False
+
+
+def audit_search(resource_type: str, page: Page) -> None:
+    """A read per patient whose data the search returned, with how much (written with the
+    request's other reads, in one query); a search that showed no patient's data, one entry
+    without a patient."""
+    object_type = f"fhir_{resource_type.lower()}"
+    patients = page.patients()
+    included = {resource["id"] for resource in page.included}
+    for patient_id, count in sorted(patients.items()):
+        detail = f"FHIR {resource_type} search: {count} {resource_type} returned"
+        if str(patient_id) in included:
+            detail += ", and the Patient (_include)"
+        trail.read_list(object_type, patient_id=patient_id, detail=detail)
+    if not patients:
+        shown = "a count" if page.summary_count else f"{len(page.resources)} returned"
+        trail.read_list(object_type, detail=f"FHIR {resource_type} search: {shown}")
 
 
 def outcome_response(
@@ -79,7 +154,8 @@ def fhir_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
 
 
 class FhirView(APIView):
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    # The first names the scheme of a 401's WWW-Authenticate.
+    authentication_classes = [TokenAuthentication, BearerTokenAuthentication, SessionAuthentication]
     permission_classes = [permissions.IsAuthenticated]
     throttle_classes = [AnonRateThrottle, UserRateThrottle]
     renderer_classes = [FhirJsonRenderer]
@@ -106,23 +182,36 @@ class SearchView(FhirView):
     """GET /fhir/{type}?… : a searchset Bundle, a page at a time."""
 
     def get(self, request: Request) -> Response:
-        page = search(request.user, self.resource_type, request.query_params)
-        trail.read_list(f"fhir_{self.resource_type.lower()}", detail="searched" if page.parameters else "")
+        page = search(request.user, self.resource_type, request.query_params, strict=strict_handling(request))
+        audit_search(self.resource_type, page)
         base = request.build_absolute_uri(request.path)
 
         def at(offset: int) -> str:
+            # What the search understood, as given: ignored parameters are left out.
             return f"{base}?{urlencode([*page.parameters, ('_count', page.count), ('_offset', offset)])}"
 
         links = {"self": at(page.offset)}
-        if page.offset + page.count < page.total and page.count:
-            links["next"] = at(page.offset + page.count)
-        if page.offset > 0:
-            links["previous"] = at(max(page.offset - page.count, 0))
-        entries = [
-            (resource_url(request, resource["resourceType"], resource["id"]), resource)
-            for resource in page.resources
-        ]
-        return Response(builders.searchset(total=page.total, entries=entries, links=links))
+        if not page.summary_count:
+            if page.offset + page.count < page.total and page.count:
+                links["next"] = at(page.offset + page.count)
+            if page.offset > 0:
+                links["previous"] = at(max(page.offset - page.count, 0))
+
+        def located(resources: list[builders.Resource]) -> list[tuple[str, builders.Resource]]:
+            return [(resource_url(request, r["resourceType"], r["id"]), r) for r in resources]
+
+        outcome = None
+        if page.ignored and not page.summary_count:
+            ignored = "Ignored (Prefer: handling=strict refuses them): " + "; ".join(page.ignored) + "."
+            outcome = builders.operation_outcome("not-supported", ignored, severity="warning")
+        bundle = builders.searchset(
+            total=page.total,
+            entries=located(page.resources),
+            links=links,
+            included=located(page.included),
+            outcome=outcome,
+        )
+        return Response(bundle)
 
 
 class MetadataView(FhirView):

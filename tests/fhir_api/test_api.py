@@ -141,12 +141,53 @@ def test_metadata_is_public_and_lists_every_type(client):
         "status",
         "date",
     }
+    assert resources["DiagnosticReport"]["searchInclude"] == [
+        "DiagnosticReport:subject",
+        "DiagnosticReport:patient",
+    ]
+    common = {p["name"] for p in statement["rest"][0]["searchParam"]}
+    assert {"_id", "_lastUpdated", "_sort", "_summary", "_total", "_count", "_offset"} <= common
+    assert "handling=strict" in statement["rest"][0]["documentation"]
 
 
-def test_whatever_is_accepted_the_answer_is_fhir_json(alice, record):
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        FHIR_JSON,
+        "application/json",
+        "*/*",
+        "application/fhir+xml;q=0.9, application/fhir+json",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",  # a browser's
+    ],
+)
+def test_a_client_that_takes_json_gets_fhir_json(alice, record, accept):
     client = token_client(alice)
-    response = client.get(f"/fhir/Patient/{record['patient'].pk}", HTTP_ACCEPT="application/xml")
-    assert response.status_code == 200 and response["Content-Type"].startswith(FHIR_JSON)
+    for url in (f"/fhir/Patient/{record['patient'].pk}", "/fhir/Patient", "/fhir/metadata"):
+        response = client.get(url, HTTP_ACCEPT=accept) if accept else client.get(url)
+        assert response.status_code == 200 and response["Content-Type"].startswith(FHIR_JSON), (url, accept)
+
+
+@pytest.mark.parametrize(
+    ("accept", "query"),
+    [
+        ("application/fhir+xml", ""),
+        ("application/xml", ""),
+        ("application/fhir+json;q=0, application/fhir+xml", ""),
+        ("", "_format=xml"),
+        ("", "_format=application/fhir%2Bxml"),
+        (FHIR_JSON, "_format=xml"),  # _format overrides Accept
+    ],
+)
+def test_xml_or_another_format_is_a_406_outcome_in_json(alice, record, accept, query):
+    client = token_client(alice)
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    for url in (f"/fhir/Patient/{record['patient'].pk}", "/fhir/DiagnosticReport", "/fhir/metadata"):
+        response = client.get(f"{url}?{query}", **headers)
+        assert response.status_code == 406, (url, accept, query)
+        assert response["Content-Type"].startswith(FHIR_JSON)
+        outcome(valid(response.json()), "not-supported")
+    assert client.get("/fhir/Patient?_format=json").status_code == 200
 
 
 def test_writes_are_405(alice, record):
@@ -392,16 +433,24 @@ def test_a_webhooks_link_leads_to_a_report_naming_the_mrn(alice, record):
         "status=done",
         "status=final,,amended",
         "name%00=x",
-        "unknown=1",
-        "_sort=date",
-        "_format=xml",
-        "patient:missing=true",
         "status=" + "final," * 30,
         "patient=" + "1" * 300,
+        "_id=a/b",
+        "_lastUpdated=yesterday",
+        "_lastUpdated=2026-02-30",
+        "_lastUpdated=2026-01-01T10:00%2B25:00",
+        "_summary=everything",
+        "_total=exact",
+        "_sort=,",
+        "_sort=date&_sort=-date",
+        "code=|",
     ],
 )
-def test_hostile_parameters_are_400_outcomes(alice, record, query):
-    response = token_client(alice).get(f"/fhir/DiagnosticReport?{query}")
+@pytest.mark.parametrize("handling", ["lenient", "strict"])
+def test_malformed_values_are_400_outcomes_however_handled(alice, record, query, handling):
+    client = token_client(alice)
+    url = "/fhir/Observation" if query.startswith("code") else "/fhir/DiagnosticReport"
+    response = client.get(f"{url}?{query}", HTTP_PREFER=f"handling={handling}")
     assert response.status_code == 400, (query, response.content[:300])
     assert response["Content-Type"].startswith(FHIR_JSON)
     body = valid(response.json())
@@ -409,10 +458,10 @@ def test_hostile_parameters_are_400_outcomes(alice, record, query):
 
 
 @pytest.mark.parametrize("resource_type", ["Patient", "ImagingStudy", "Observation", "Device"])
-def test_every_type_refuses_what_it_does_not_search(alice, resource_type):
-    response = token_client(alice).get(f"/fhir/{resource_type}?nonsense=1")
+def test_strict_handling_refuses_what_a_type_does_not_search(alice, resource_type):
+    response = token_client(alice).get(f"/fhir/{resource_type}?nonsense=1", HTTP_PREFER="handling=strict")
     outcome(response.json(), "not-supported")
-    assert response.status_code == 400
+    assert response.status_code == 400 and "'nonsense'" in response.json()["issue"][0]["diagnostics"]
 
 
 @pytest.mark.parametrize(
@@ -421,6 +470,7 @@ def test_every_type_refuses_what_it_does_not_search(alice, resource_type):
 )
 def test_searches_take_as_many_queries_for_many_records_as_for_few(alice, patient, url):
     client = token_client(alice)
+    url += "?_include=DiagnosticReport:subject&_sort=-_lastUpdated" if "Report" in url else ""
     sign(study(patient, alice, suspicion=0.7), alice, "malignant")
     client.get(url)  # the first request warms what is cached per process
     with CaptureQueriesContext(connection) as few:
