@@ -30,12 +30,14 @@ REVIEW_EVENTS = {EventType.REVIEW_SIGNED, EventType.REVIEW_AMENDED}
 
 def emit(event_type: str, *, team: CareTeam, subject: Model) -> WebhookEvent | None:
     """Record an event for `team` about `subject` (a Prediction for prediction.*, a Review for
-    review.*, a Scan for study.received) and a delivery to each of the team's enabled endpoints
-    subscribed to it; they are sent once the surrounding transaction commits.
+    review.*, a Scan for study.received) and a delivery to each of the team's endpoints
+    subscribed to it; those of enabled endpoints are sent once the surrounding transaction
+    commits, those of disabled ones are held until the endpoint is enabled again.
 
-    None when no endpoint wants the event. Call it inside the transaction of the change: the event
-    exists if and only if the change does. A webhook fault never undoes the change: it is logged
-    and the event is lost (ValueError for a wrong type or subject is raised, being a caller's bug).
+    None when no endpoint subscribes to the event. Call it inside the transaction of the change:
+    the event exists if and only if the change does. A webhook fault never undoes the change: it
+    is logged and the event is lost (ValueError for a wrong type or subject is raised, being a
+    caller's bug).
     """
     if event_type not in EventType.values:
         raise ValueError(f"unknown webhook event type {event_type!r}")
@@ -49,8 +51,9 @@ def emit(event_type: str, *, team: CareTeam, subject: Model) -> WebhookEvent | N
 
 
 def _record(event_type: str, *, team: CareTeam, subject: Model) -> WebhookEvent | None:
-    # Few endpoints per team: filtered here, as SQLite cannot look inside a JSON list.
-    endpoints = [e for e in WebhookEndpoint.objects.filter(team=team, enabled=True) if e.wants(event_type)]
+    # Few endpoints per team: filtered here, as SQLite cannot look inside a JSON list. Disabled
+    # endpoints get their deliveries too, held: they go out when the endpoint is enabled again.
+    endpoints = [e for e in WebhookEndpoint.objects.filter(team=team) if e.subscribes_to(event_type)]
     if not endpoints:
         return None
     data = _data(EventType(event_type), subject)
@@ -61,12 +64,20 @@ def _record(event_type: str, *, team: CareTeam, subject: Model) -> WebhookEvent 
         "data": {"id": event.event_id, **data},
     }
     event.save()
+    held, pending = WebhookDelivery.State.HELD, WebhookDelivery.State.PENDING
     deliveries = WebhookDelivery.objects.bulk_create(
-        [WebhookDelivery(event=event, endpoint=endpoint) for endpoint in endpoints]
+        [
+            WebhookDelivery(event=event, endpoint=endpoint, state=pending if endpoint.enabled else held)
+            for endpoint in endpoints
+        ]
     )
-    ids = [delivery.pk for delivery in deliveries]
-    if None in ids:  # backends that return no ids from bulk_create
-        ids = list(WebhookDelivery.objects.filter(event=event).order_by("id").values_list("pk", flat=True))
+    ids = [delivery.pk for delivery in deliveries if delivery.state == pending]
+    if any(delivery.pk is None for delivery in deliveries):  # backends that return no ids
+        ids = list(
+            WebhookDelivery.objects.filter(event=event, state=pending)
+            .order_by("id")
+            .values_list("pk", flat=True)
+        )
     # robust: a broker that is down must not undo the change; the sweep sends them later.
     transaction.on_commit(lambda: _send_later(ids), robust=True)
     return event

@@ -1,6 +1,8 @@
 """The allow-list: which URLs a webhook may call. Checked when an endpoint is registered (the
 host must be listed; a literal private address or `localhost` needs `allow_private`) and again
-before every request (the name is resolved and every address it has is checked)."""
+before every request: the name is resolved once, every address it has is checked, and the request
+connects to the checked address (`Resolved.address`), never resolving the name again — a second
+lookup could answer differently (DNS rebinding) and reach loopback."""
 
 from __future__ import annotations
 
@@ -24,6 +26,20 @@ class Target:
     scheme: str
     host: str
     port: int
+
+    @property
+    def host_header(self) -> str:
+        """The Host header a client sends for this target (the port only when not the default)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A target that passed the delivery check, and the one address to connect to."""
+
+    target: Target
+    address: str
 
 
 def target_of(url: str) -> Target:
@@ -106,21 +122,24 @@ def registration_check(url: str) -> Target:
     return target
 
 
-def delivery_check(url: str) -> None:
-    """Before each request: the registration check, and every address the host resolves to must
-    be public unless its entry allows private ones. Raises HostRefused."""
+def delivery_check(url: str) -> Resolved:
+    """Before each request: the registration check, then the host resolved once; every address
+    it has must be public unless its entry allows private ones. Returns the address to connect to
+    (the first, in the resolver's order of preference). Raises HostRefused."""
     target = registration_check(url)
     entry = allowing_entry(target)
-    if entry is not None and entry.allow_private:
-        return
     try:
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise HostRefused(f"could not resolve {target.host}: {exc}") from exc
-    for info in infos:
-        address = str(info[4][0])
-        if _is_private(address):
-            raise HostRefused(
-                f"{target.host} resolves to {address}, a private or loopback address, and its "
-                "allow-list entry does not allow private addresses"
-            )
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses:
+        raise HostRefused(f"could not resolve {target.host}: no addresses")
+    if entry is None or not entry.allow_private:
+        for address in addresses:
+            if _is_private(address):
+                raise HostRefused(
+                    f"{target.host} resolves to {address}, a private or loopback address, and its "
+                    "allow-list entry does not allow private addresses"
+                )
+    return Resolved(target, addresses[0])

@@ -77,8 +77,9 @@ class WebhookEndpoint(models.Model):
     def __str__(self) -> str:
         return f"{self.url} ({self.team})"
 
-    def wants(self, event_type: str) -> bool:
-        return self.enabled and event_type in (self.events or [])
+    def subscribes_to(self, event_type: str) -> bool:
+        """Whether the endpoint's events include `event_type` (enabled or not)."""
+        return event_type in (self.events or [])
 
 
 def new_event_id() -> str:
@@ -105,9 +106,12 @@ class WebhookEvent(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One event to one endpoint: pending → sending → delivered, or failed after every attempt."""
+    """One event to one endpoint: pending → sending → delivered, or failed after every attempt.
+    Held while its endpoint is disabled (recorded, not sent); pending again, with every attempt
+    still to make, when the endpoint is enabled."""
 
     class State(models.TextChoices):
+        HELD = "held", "Held (endpoint disabled)"
         PENDING = "pending", "Pending"
         SENDING = "sending", "Sending"
         DELIVERED = "delivered", "Delivered"

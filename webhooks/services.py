@@ -28,6 +28,7 @@ from cases.models import CareTeam
 from . import hosts
 from .models import EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from .signing import secret_generate, signed_headers
+from .transport import pinned_session
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +134,28 @@ def _value(endpoint: WebhookEndpoint, name: str) -> Any:
 
 def endpoint_failures_clear(endpoint: WebhookEndpoint) -> None:
     """For an endpoint being enabled again: forget its failures and, once committed, send what
-    waited while it was disabled (in event order). The caller saves it."""
+    waited while it was disabled, oldest event first (`_endpoint_resume`). The caller saves it."""
     endpoint.disabled_reason = ""
     endpoint.disabled_at = None
     endpoint.consecutive_failures = 0
     endpoint_id = endpoint.pk
-    transaction.on_commit(lambda: deliveries_sweep(endpoint_id=endpoint_id), robust=True)
+    transaction.on_commit(lambda: _endpoint_resume(endpoint_id), robust=True)
+
+
+def _endpoint_resume(endpoint_id: int) -> None:
+    """An endpoint enabled again: its held deliveries (events that happened while it was
+    disabled) become pending with every attempt still to make, those waiting out a backoff are
+    due now, and all are sent in event order.
+
+    Held deliveries are sent however long they waited, even past the retry window: an event is
+    never dropped unseen, and its payload's `timestamp` tells the receiver when it happened.
+    Should this not run (a crash right after the commit), the sweep releases them."""
+    WebhookDelivery.objects.filter(
+        endpoint_id=endpoint_id,
+        endpoint__enabled=True,
+        state__in=[WebhookDelivery.State.HELD, WebhookDelivery.State.PENDING],
+    ).update(state=WebhookDelivery.State.PENDING, next_attempt_at=timezone.now())
+    deliveries_sweep(endpoint_id=endpoint_id)
 
 
 def endpoint_enable(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
@@ -169,9 +186,9 @@ def endpoint_disable(*, endpoint_id: int, reason: str) -> bool:
     message = (
         f"The webhook endpoint {endpoint.url} of care team {endpoint.team} was disabled.\n\n"
         f"Why: {reason}\n\n"
-        "Its deliveries wait. Once the receiver works again, enable the endpoint in Django admin "
-        "(Webhooks → Webhook endpoints) and they are sent; failed ones can be sent again from "
-        "Webhook deliveries."
+        "Its deliveries wait, and the events from now on are held for it. Once the receiver works "
+        "again, enable the endpoint in Django admin (Webhooks → Webhook endpoints) and they are "
+        "sent, oldest first; failed ones can be sent again from Webhook deliveries."
     )
     _tell_admins(subject, message)
     return True
@@ -245,7 +262,7 @@ def body_of(payload: dict[str, Any]) -> str:
 def _post(delivery: WebhookDelivery, at: dt.datetime) -> int:
     url = delivery.endpoint.url
     try:
-        hosts.delivery_check(url)
+        resolved = hosts.delivery_check(url)  # the name is resolved here, once
     except hosts.HostRefused as exc:
         raise AttemptFailed(f"not called: {exc}") from exc
     body = body_of(delivery.event.payload)
@@ -256,10 +273,16 @@ def _post(delivery: WebhookDelivery, at: dt.datetime) -> int:
     }
     timeout = settings.WEBHOOK_TIMEOUT_SECONDS
     try:
-        # Redirects are not followed: they could lead off the allow-list.
-        reply = requests.post(
-            url, data=body.encode(), headers=headers, timeout=timeout, allow_redirects=False
-        )
+        # Sent to the checked address only (transport.PinnedAdapter). Redirects are not
+        # followed: they could lead off the allow-list.
+        with pinned_session(resolved) as session:
+            reply = session.post(
+                url, data=body.encode(), headers=headers, timeout=timeout, allow_redirects=False
+            )
+    except requests.exceptions.SSLError as exc:
+        raise AttemptFailed(
+            f"TLS with {url} failed (certificate not trusted or not for {resolved.target.host})"
+        ) from exc
     except requests.exceptions.ConnectionError as exc:
         raise AttemptFailed(f"could not connect to {url} (refused or unreachable)") from exc
     except requests.exceptions.Timeout as exc:
@@ -367,7 +390,12 @@ def deliveries_due(*, endpoint_id: int | None = None) -> QuerySet[WebhookDeliver
 
 
 def deliveries_sweep(*, endpoint_id: int | None = None) -> int:
-    """Send every due delivery again (beat, every minute); how many were sent."""
+    """Send every due delivery again (beat, every minute); how many were sent. Held deliveries
+    of an endpoint that is enabled (one recorded while it was being enabled) are released first."""
+    held = WebhookDelivery.objects.filter(state=WebhookDelivery.State.HELD, endpoint__enabled=True)
+    if endpoint_id is not None:
+        held = held.filter(endpoint_id=endpoint_id)
+    held.update(state=WebhookDelivery.State.PENDING, next_attempt_at=timezone.now())
     ids = list(deliveries_due(endpoint_id=endpoint_id).values_list("pk", flat=True)[:SWEEP_BATCH])
     _enqueue(ids)
     return len(ids)

@@ -1,11 +1,13 @@
 """A real webhook receiver on 127.0.0.1: verifies every request with the standardwebhooks
 library, records events by their id (dropping duplicates), and can be taken down and brought
-back on the same port."""
+back on the same port. Given a certificate and key (`tls`), it speaks https and records the TLS
+server names (SNI) it was asked for."""
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +30,8 @@ class Receiver:
     received: list[str] = field(default_factory=list)  # every verified request's id, duplicates too
     requests: list[Request] = field(default_factory=list)  # every request, verified or not
     rejected: list[str] = field(default_factory=list)  # why each refused request was refused
+    tls: tuple[str, str] | None = None  # (certificate file, key file): https
+    server_names: list[str | None] = field(default_factory=list)  # SNI of each TLS handshake
     port: int = 0
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -40,7 +44,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/hooks"
 
     @property
     def running(self) -> bool:
@@ -61,6 +65,11 @@ class Receiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            context.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

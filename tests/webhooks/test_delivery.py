@@ -122,7 +122,7 @@ def test_the_log_records_status_codes_latency_and_errors(endpoint, receiver, pre
 
 
 def test_endpoint_disabled_after_repeated_failure_and_admins_told(
-    endpoint, receiver, team_a, alice, patient, settings
+    endpoint, receiver, team_a, alice, patient, settings, sent_tasks, django_capture_on_commit_callbacks
 ):
     settings.WEBHOOK_MAX_ATTEMPTS = 2
     settings.WEBHOOK_DISABLE_AFTER = 2
@@ -146,12 +146,15 @@ def test_endpoint_disabled_after_repeated_failure_and_admins_told(
     assert states == ["failed", "failed", "pending"]
     assert services.deliveries_due().count() == 0
     assert events[2] is not None
-    assert emit("study.received", team=team_a, subject=study(patient, alice)) is None  # none enabled
+    while_disabled = emitted("study.received", team=team_a, subject=study(patient, alice))
+    assert while_disabled.deliveries.get().state == "held"
+    assert services.deliveries_due().count() == 0
 
     receiver.start()
-    services.endpoint_enable(endpoint=endpoint)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.endpoint_enable(endpoint=endpoint)
     drain()
-    assert len(receiver.events) == 1  # the one that waited
+    assert list(receiver.events) == [events[2].event_id, while_disabled.event_id]  # those that waited
     endpoint.refresh_from_db()
     assert endpoint.enabled and endpoint.consecutive_failures == 0 and endpoint.disabled_reason == ""
 
