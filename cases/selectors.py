@@ -4,13 +4,11 @@ a clinician sees only the patients of their care teams, and anything else does n
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
-from django.db.models import Count, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, F, IntegerField, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.query import ModelIterable
 from django.http import Http404
 
@@ -163,8 +161,10 @@ def _predictions_with_results() -> QuerySet[Prediction]:
 
 
 def scans_detailed(user: Viewer) -> QuerySet[Scan]:
-    return scans_for(user).select_related("study").prefetch_related(
-        "slices", Prefetch("predictions", queryset=_predictions_with_results())
+    return (
+        scans_for(user)
+        .select_related("study")
+        .prefetch_related("slices", Prefetch("predictions", queryset=_predictions_with_results()))
     )
 
 
@@ -197,18 +197,9 @@ def predictions_status(user: Viewer, ids: list[int]) -> QuerySet[Prediction]:
     return predictions_for(user).filter(pk__in=ids)
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
-    at: datetime
-    kind: str  # "scan", "prediction" or "review"
-    scan: Scan
-    prediction: Prediction | None = None
-    review: Review | None = None
-
-
 def patient_studies(user: Viewer, patient: Patient) -> list[Scan]:
-    """A patient's studies, the latest study date first, each with its slices, predictions and
-    readings prefetched (three queries beside the scans')."""
+    """A patient's series (scans), the latest study date first, each with its slices, predictions
+    and readings prefetched (three queries beside the scans'): what two studies are compared by."""
     predictions = Prediction.objects.select_related("model_version").prefetch_related(_reviews())
     return list(
         scans_for(user)
@@ -218,21 +209,34 @@ def patient_studies(user: Viewer, patient: Patient) -> list[Scan]:
     )
 
 
-def patient_history(user: Viewer, patient: Patient) -> list[HistoryEntry]:
-    """Scans, predictions and reviews of one patient, by study (the latest study date first);
-    under each study its predictions and their reviews, newest first."""
-    order = {"scan": 0, "prediction": 1, "review": 2}
-    entries: list[HistoryEntry] = []
-    for scan in patient_studies(user, patient):
-        events = [HistoryEntry(at=scan.created_at, kind="scan", scan=scan)]
-        for prediction in scan.predictions.all():
-            events.append(
-                HistoryEntry(at=prediction.created_at, kind="prediction", scan=scan, prediction=prediction)
-            )
-            events.extend(
-                HistoryEntry(at=r.created_at, kind="review", scan=scan, prediction=prediction, review=r)
-                for r in prediction.reviews.all()
-            )
-        # Things made in the same moment read scan, prediction, review from the bottom up.
-        entries.extend(sorted(events, key=lambda e: (e.at, order[e.kind]), reverse=True))
-    return entries
+# The patient page's and the history API's page: 20 studies, each with all its series.
+HISTORY_STUDIES_PER_PAGE = 20
+
+
+def _slice_count() -> Subquery:
+    # A subquery, not Count("slices"): an aggregate would GROUP BY every column of the series.
+    slices = Slice.objects.filter(scan=OuterRef("pk")).order_by().values("scan").annotate(count=Count("pk"))
+    return Subquery(slices.values("count"), output_field=IntegerField())
+
+
+def patient_history(user: Viewer, patient: Patient, *, thumbnails: int = 0) -> QuerySet[Study]:
+    """A patient's studies, the latest study date (and time) first, to be paged: under each its
+    series, and under each series its predictions and their readings, newest first. A series
+    carries `slice_count` and, given `thumbnails`, its first slices as `thumbnail_slices`. A page
+    costs the same number of queries whatever its studies hold (one per level, and the count)."""
+    predictions = Prediction.objects.select_related("model_version").prefetch_related(_reviews())
+    series = (
+        Scan.objects.annotate(slice_count=_slice_count())
+        .order_by("-created_at", "-id")
+        .prefetch_related(Prefetch("predictions", queryset=predictions))
+    )
+    if thumbnails:
+        first_slices = Slice.objects.filter(position__lt=thumbnails).order_by("position")
+        series = series.prefetch_related(
+            Prefetch("slices", queryset=first_slices, to_attr="thumbnail_slices")
+        )
+    return (
+        Study.objects.filter(patient__in=patients_for(user), patient=patient)
+        .prefetch_related(Prefetch("series", queryset=series))
+        .order_by(F("study_date").desc(), F("study_time").desc(nulls_last=True), "-created_at", "-id")
+    )

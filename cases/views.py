@@ -34,7 +34,7 @@ from .files import (
 )
 from .forms import CompareForm, PatientForm, ReadingForm, ScanUploadForm
 from .http import wants_json
-from .models import Prediction, Scan, SliceResult
+from .models import Prediction, SliceResult, Study
 from .urls_converters import ID_REGEX
 from .viewer import viewer_data
 from .worklist import WorklistFilter, worklist
@@ -140,27 +140,39 @@ def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     patient = selectors.patient_get(request.user, pk)
-    studies = selectors.patient_studies(request.user, patient)
+    studies = selectors.patient_history(request.user, patient, thumbnails=HISTORY_THUMBNAILS)
+    page = Paginator(studies, selectors.HISTORY_STUDIES_PER_PAGE).get_page(request.GET.get("page"))
     trail.read(patient, object_type="history")
+    summaries = [_study_summary(study) for study in page]
+    series = [item["scan"] for summary in summaries for item in summary["series"]]
+    # Compare, by default, this page's first series with the first of another study (if any).
+    other = next((scan for scan in series[1:] if scan.study_id != series[0].study_id), None)
     return render(
         request,
         "cases/patient_detail.html",
         {
             "patient": patient,
-            "studies": [_study_summary(scan) for scan in studies],
+            "page": page,
+            "studies": summaries,
+            "compare_series": series,
+            "compare_with": other or (series[1] if len(series) > 1 else None),
             "aggregation_rule": Prediction.AGGREGATION_RULE,
         },
     )
 
 
-def _study_summary(scan: Scan) -> dict[str, Any]:
-    slices = list(scan.slices.all())
-    return {
-        "scan": scan,
-        "thumbnails": slices[:HISTORY_THUMBNAILS],
-        "more": max(0, len(slices) - HISTORY_THUMBNAILS),
-        "next_position": HISTORY_THUMBNAILS + 1,
-    }
+def _study_summary(study: Study) -> dict[str, Any]:
+    """A study of the history and its series, each with its first slices' thumbnails."""
+    series = [
+        {
+            "scan": scan,
+            "thumbnails": scan.thumbnail_slices,  # type: ignore[attr-defined]  # prefetched
+            "more": max(0, scan.slice_count - HISTORY_THUMBNAILS),  # type: ignore[attr-defined]  # annotated
+            "next_position": HISTORY_THUMBNAILS + 1,
+        }
+        for scan in study.series.all()
+    ]
+    return {"study": study, "series": series}
 
 
 @login_required

@@ -15,7 +15,9 @@ from django.test.utils import CaptureQueriesContext
 from knox.models import AuthToken
 
 from cases.models import Scan
+from cases.selectors import HISTORY_STUDIES_PER_PAGE
 from tests.factories import PatientFactory
+from tests.fhir_api.studies import dicom_study
 from tests.reading.studies import sign, study
 
 
@@ -104,10 +106,29 @@ def test_late_patient_list_page_costs_what_the_first_does(page, api, alice, team
 
 @pytest.mark.parametrize(
     ("kind", "url", "ceiling"),
-    [("page", "/patients/{}/", 13), ("api", "/api/v1/patients/{}/history/", 8)],
+    [("page", "/patients/{}/", 15), ("api", "/api/v1/patients/{}/history/", 9)],
 )
 def test_patient_history_queries_do_not_grow_with_studies(request, alice, patient, kind, url, ceiling):
+    """Beside the view's own: the page's count, its studies, their series, predictions, readings
+    (and on the page the series' first slices)."""
     _pinned(request.getfixturevalue(kind), lambda: url.format(patient.pk), _studies(patient, alice), ceiling)
+
+
+def test_two_series_of_a_study_cost_what_one_does(api, alice, patient):
+    """A study's second series adds rows to the same queries, not queries."""
+    _studies(patient, alice)(2)
+    url = f"/api/v1/patients/{patient.pk}/history/"
+    api.get(url)
+    before = _queries(api, url)
+    dicom_study(patient, alice, sizes=(2, 1))
+    assert _queries(api, url) == before
+
+
+def test_late_history_page_costs_what_the_first_does(page, api, alice, patient):
+    _studies(patient, alice)(HISTORY_STUDIES_PER_PAGE + 2)
+    for client, url in ((page, f"/patients/{patient.pk}/"), (api, f"/api/v1/patients/{patient.pk}/history/")):
+        client.get(url)
+        assert _queries(client, url + "?page=2") == _queries(client, url)
 
 
 @pytest.mark.parametrize(

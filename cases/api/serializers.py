@@ -442,42 +442,28 @@ class PatientSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class HistoryEntrySerializer(serializers.Serializer):
-    at = serializers.DateTimeField()
-    kind = serializers.ChoiceField(choices=["scan", "prediction", "review"])
-    scan = serializers.SerializerMethodField()
-    prediction = serializers.SerializerMethodField()
-    review = serializers.SerializerMethodField()
+class HistoryPredictionSerializer(PredictionSummarySerializer):
+    """A prediction of a series in the history, with its readings (newest first)."""
 
-    @extend_schema_field(
-        {
-            "type": "object",
-            "properties": {
-                "id": {"type": "integer"},
-                "url": {"type": "string"},
-                "study_date": {"type": "string", "format": "date"},
-                "slice_count": {"type": "integer"},
-            },
-        }
-    )
-    def get_scan(self, entry: Any) -> dict[str, Any]:
-        scan = entry.scan
-        return {
-            "id": scan.pk,
-            "url": _absolute(self.context, "scan-detail", scan.pk),
-            "study_date": scan.study_date.isoformat(),
-            "slice_count": len(scan.slices.all()),
-        }
+    reviews = ReviewSerializer(many=True, read_only=True)
 
-    @extend_schema_field(PredictionSummarySerializer(allow_null=True))
-    def get_prediction(self, entry: Any) -> dict[str, Any] | None:
-        if entry.prediction is None:
-            return None
-        return PredictionSummarySerializer(entry.prediction, context=self.context).data
+    class Meta(PredictionSummarySerializer.Meta):
+        fields = [*PredictionSummarySerializer.Meta.fields, "reviews"]
 
-    @extend_schema_field(ReviewSerializer(allow_null=True))
-    def get_review(self, entry: Any) -> dict[str, Any] | None:
-        return None if entry.review is None else ReviewSerializer(entry.review, context=self.context).data
+
+class HistorySeriesSerializer(SeriesSummarySerializer):
+    """A series of a study in the history, with its predictions (newest first)."""
+
+    predictions = HistoryPredictionSerializer(many=True, read_only=True)
+
+    class Meta(SeriesSummarySerializer.Meta):
+        fields = [*SeriesSummarySerializer.Meta.fields, "note", "predictions"]
+
+
+class HistoryStudySerializer(StudySerializer):
+    """A study in a patient's history: its series (newest first), their predictions and readings."""
+
+    series = HistorySeriesSerializer(many=True, read_only=True)
 
 
 class WorklistItemSerializer(serializers.Serializer):

@@ -17,6 +17,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from knox import views as knox_views
 from rest_framework import generics, mixins, permissions, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -105,6 +106,12 @@ class PatientFilter(django_filters.FilterSet):
         return selectors.patients_search(queryset, value)
 
 
+class HistoryPagination(PageNumberPagination):
+    """A patient's history, a page of studies at a time: as many as the patient page shows."""
+
+    page_size = selectors.HISTORY_STUDIES_PER_PAGE
+
+
 class AuditedRecordMixin(viewsets.GenericViewSet):
     """Reads of one record go into the audit trail; so does an outsider's 404 on an existing one."""
 
@@ -150,14 +157,16 @@ class PatientViewSet(
             patient=patient, updated_by=selectors.signed_in(self.request.user), **serializer.validated_data
         )
 
-    @extend_schema(responses=s.HistoryEntrySerializer(many=True), filters=False)
-    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    @extend_schema(responses=s.HistoryStudySerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=HistoryPagination)
     def history(self, request: Request, pk: str) -> Response:
-        """Scans and predictions of the patient, newest first."""
+        """The patient's studies, the latest study date first, paged (`?page=`): each with its
+        series, their predictions and readings, newest first."""
         patient = selectors.patient_get(request.user, int(pk))
-        entries = selectors.patient_history(request.user, patient)
+        studies = self.paginate_queryset(selectors.patient_history(request.user, patient))
         trail.read(patient, object_type="history")
-        return Response(s.HistoryEntrySerializer(entries, many=True, context={"request": request}).data)
+        data = s.HistoryStudySerializer(studies, many=True, context=self.get_serializer_context()).data
+        return self.get_paginated_response(data)
 
     @extend_schema(
         request={"multipart/form-data": s.ScanUploadSerializer},

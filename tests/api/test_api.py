@@ -236,10 +236,16 @@ def test_api_upload_answers_202_with_a_poll_url(request, patient):
     assert len(body["scan"]["slices"]) == 2 and body["scan"]["note"] == "api"
 
 
-def test_history_lists_scans_and_predictions_newest_first(request, patient, scan):
-    entries = api_as(request, "bob").get(reverse("api:patient-history", args=[patient.pk])).json()
-    assert [e["kind"] for e in entries] == ["prediction", "scan"]
-    assert entries[1]["scan"]["slice_count"] == 2
+def test_history_lists_studies_with_their_series_and_predictions(request, patient, scan):
+    body = api_as(request, "bob").get(reverse("api:patient-history", args=[patient.pk])).json()
+    assert (body["count"], body["next"], body["previous"]) == (1, None, None)
+    (study,) = body["results"]
+    assert study["id"] == scan.study_id
+    assert study["url"].endswith(reverse("api:study-detail", args=[scan.study_id]))
+    assert {"study_date", "study_time", "accession_number", "description", "priority"} <= set(study)
+    (series,) = study["series"]
+    assert (series["id"], series["slices"]) == (scan.pk, 2)
+    assert [p["id"] for p in series["predictions"]] == [p.pk for p in scan.predictions.all()]
 
 
 @pytest.mark.parametrize("url_name", ["api:patient-list", "api:modelversion-list"])

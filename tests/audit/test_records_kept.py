@@ -191,9 +191,9 @@ def test_a_correction_supersedes_and_both_stay_in_the_history(client, alice, bob
     assert f'href="#review-{correction.pk}">a later reading' in history
     api = APIClient()
     api.force_authenticate(alice)
-    reviews = [
-        e["review"] for e in api.get(reverse("api:patient-history", args=[patient.pk])).json() if e["review"]
-    ]
+    studies = api.get(reverse("api:patient-history", args=[patient.pk])).json()["results"]
+    predictions = [p for study in studies for series in study["series"] for p in series["predictions"]]
+    reviews = [r for p in predictions for r in p["reviews"]]
     assert {(r["id"], r["supersedes"], r["superseded_by"]) for r in reviews} == {
         (review.pk, None, correction.pk),
         (correction.pk, review.pk, None),

@@ -105,15 +105,19 @@ def test_anonymous_review_is_refused(client, slice_result):
     assert response.status_code == 302 and not Review.objects.exists()
 
 
-def test_history_interleaves_reviews(alice, patient, slice_result):
+def test_history_shows_a_review_under_its_prediction_series_and_study(alice, patient, slice_result):
     api(alice).post(
         reverse("api:prediction-reviews", args=[slice_result.prediction_id]),
         {"verdict": "agree"},
         format="json",
     )
-    entries = api(alice).get(reverse("api:patient-history", args=[patient.pk])).json()
-    assert [e["kind"] for e in entries] == ["review", "prediction", "scan"]
-    assert entries[0]["review"]["verdict"] == "agree"
+    (study,) = api(alice).get(reverse("api:patient-history", args=[patient.pk])).json()["results"]
+    scan = slice_result.prediction.scan
+    (series,) = study["series"]
+    (prediction,) = series["predictions"]
+    assert (study["id"], series["id"]) == (scan.study_id, scan.pk)
+    assert prediction["id"] == slice_result.prediction_id
+    assert [review["verdict"] for review in prediction["reviews"]] == ["agree"]
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import pytest
 from django.urls import reverse
 
 from audit.models import AuditEntry
+from cases.selectors import HISTORY_STUDIES_PER_PAGE
 from inference.models import ModelVersion
+from tests.fhir_api.studies import dicom_study
 from tests.reading.studies import sign, study
 
 
@@ -64,8 +66,9 @@ def test_history_is_ordered_by_study_date_with_everything_under_its_study(client
     review = sign(earlier_study, bob, "benign", comment="stable")
     client.force_login(alice)
     body = client.get(patient.get_absolute_url()).content.decode()
-    first, second = body.index(f'id="study-{later_study.pk}"'), body.index(f'id="study-{earlier_study.pk}"')
-    assert first < second
+    first = body.index(f'id="study-{later_study.study_id}"')
+    second = body.index(f'id="study-{earlier_study.study_id}"')
+    assert first < second < body.index(f'id="series-{earlier_study.pk}"')
     assert second < body.index(f'id="review-{review.pk}"')  # the review sits under its own study
     assert second < body.index(f'href="/predictions/{earlier_study.predictions.get().pk}/"')
     # Thumbnails open the viewer at their slice; past eight, "+3" opens the ninth.
@@ -74,9 +77,62 @@ def test_history_is_ordered_by_study_date_with_everything_under_its_study(client
         and f'href="/scans/{earlier_study.pk}/?slice=8"' in body
     )
     assert f'href="/scans/{earlier_study.pk}/?slice=9"' in body and ">+3</a>" in body
-    api = client.get(reverse("api:patient-history", args=[patient.pk]))
-    scans = [entry["scan"]["id"] for entry in api.json()]
-    assert scans == sorted(scans, key=lambda pk: pk != later_study.pk)  # the API groups by study the same way
+    studies = client.get(reverse("api:patient-history", args=[patient.pk])).json()["results"]
+    assert [study["id"] for study in studies] == [later_study.study_id, earlier_study.study_id]  # as the page
+    assert [series["id"] for series in studies[1]["series"]] == [earlier_study.pk]
+    assert studies[1]["series"][0]["slices"] == 11
+    (prediction,) = studies[1]["series"][0]["predictions"]
+    assert prediction["id"] == earlier_study.predictions.get().pk
+    assert [(r["id"], r["comment"]) for r in prediction["reviews"]] == [(review.pk, "stable")]
+
+
+def test_two_series_of_one_dicom_study_are_one_study_with_two_series(client, alice, patient):
+    older = study(patient, alice, suspicion=0.2, study_date=date(2025, 1, 5))
+    first, second = dicom_study(patient, alice, sizes=(3, 2), accession="A-78", study_date="20261102")
+    assert first.study_id == second.study_id
+    client.force_login(alice)
+    studies = client.get(reverse("api:patient-history", args=[patient.pk])).json()
+    assert studies["count"] == 2
+    dicom, image = studies["results"]
+    assert (dicom["id"], dicom["accession_number"]) == (first.study_id, "A-78")
+    assert dicom["study_date"] == "2026-11-02"
+    # Series newest first, each with its own prediction; the image upload is a study of one series.
+    assert [s["id"] for s in dicom["series"]] == [second.pk, first.pk]
+    assert [(s["series_number"], s["slices"]) for s in dicom["series"]] == [(3, 2), (2, 3)]
+    assert [[p["id"] for p in s["predictions"]] for s in dicom["series"]] == [
+        [second.predictions.get().pk],
+        [first.predictions.get().pk],
+    ]
+    assert (image["id"], [s["id"] for s in image["series"]]) == (older.study_id, [older.pk])
+    body = client.get(patient.get_absolute_url()).content.decode()
+    assert body.count('class="card study"') == 2
+    study_at = body.index(f'id="study-{first.study_id}"')
+    assert study_at < body.index(f'id="series-{second.pk}"') < body.index(f'id="series-{first.pk}"')
+    assert body.index(f'id="series-{first.pk}"') < body.index(f'id="study-{older.study_id}"')
+    assert "Accession A-78" in body and "2 series" in body
+
+
+def test_history_is_paged_by_study_latest_first(client, alice, patient):
+    """21 studies: the page and the API show the latest 20, then the earliest on page 2."""
+    dates = [date(2025, 1, 1 + i) for i in range(HISTORY_STUDIES_PER_PAGE + 1)]
+    scans = {day: study(patient, alice, suspicion=0.3, study_date=day, slices=1) for day in reversed(dates)}
+    earliest = scans[dates[0]]
+    client.force_login(alice)
+    url = reverse("api:patient-history", args=[patient.pk])
+    first = client.get(url).json()
+    assert first["count"] == len(dates) and first["next"].endswith("?page=2") and first["previous"] is None
+    assert [s["study_date"] for s in first["results"]] == [d.isoformat() for d in reversed(dates[1:])]
+    last = client.get(url, {"page": 2}).json()
+    assert [s["id"] for s in last["results"]] == [earliest.study_id] and last["next"] is None
+    assert client.get(url, {"page": 3}).status_code == 404
+    page_one = client.get(patient.get_absolute_url()).content.decode()
+    assert page_one.count('class="card study"') == HISTORY_STUDIES_PER_PAGE
+    assert f'id="study-{earliest.study_id}"' not in page_one and 'href="?page=2"' in page_one
+    page_two = client.get(patient.get_absolute_url(), {"page": 2}).content.decode()
+    assert page_two.count('class="card study"') == 1 and f'id="study-{earliest.study_id}"' in page_two
+    assert "Page 2 of 2" in page_two
+    reads = AuditEntry.objects.filter(object_type="history", patient_id=patient.pk, user=alice)
+    assert reads.count() == 4  # each page read, in the page and the API, names the patient (not page 3)
 
 
 def test_two_studies_side_by_side(client, alice, patient):
