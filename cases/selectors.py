@@ -9,6 +9,7 @@ from typing import TypeVar
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db.models import Count, F, IntegerField, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.db.models.query import ModelIterable
 from django.http import Http404
 
@@ -136,7 +137,11 @@ def scans_for(user: Viewer) -> QuerySet[Scan]:
 
 def studies_for(user: Viewer) -> QuerySet[Study]:
     """The viewer's teams' studies, each with its series (and their slice counts) in one more query."""
-    series = Scan.objects.annotate(slice_count=Count("slices")).order_by("series_number", "created_at", "id")
+    # A subquery, not Count("slices"): an aggregate would GROUP BY every column of the scan
+    slices = Slice.objects.filter(scan=OuterRef("pk")).order_by().values("scan").annotate(n=Count("pk"))
+    series = Scan.objects.annotate(slice_count=Coalesce(Subquery(slices.values("n")), 0)).order_by(
+        "series_number", "created_at", "id"
+    )
     return (
         Study.objects.filter(patient__in=patients_for(user))
         .select_related("patient", "patient__team")

@@ -459,15 +459,43 @@ def _instant_range(*parts: str | None) -> tuple[dt.datetime, dt.datetime]:
         int(digits.ljust(6, "0")),
         tzinfo=tz,
     )
+    try:
+        end = _end_of(start, digits, second, minute, day, month)
+    except (ValueError, OverflowError):  # a period ending past year 9999
+        end = _LATEST
+    return _utc(start), _utc(end)
+
+
+def _end_of(
+    start: dt.datetime,
+    digits: str,
+    second: str | None,
+    minute: str | None,
+    day: str | None,
+    month: str | None,
+) -> dt.datetime:
     if digits:
-        return start, start + dt.timedelta(microseconds=10 ** (6 - len(digits)))
+        return start + dt.timedelta(microseconds=10 ** (6 - len(digits)))
     if second or minute:
-        return start, start + (dt.timedelta(seconds=1) if second else dt.timedelta(minutes=1))
+        return start + (dt.timedelta(seconds=1) if second else dt.timedelta(minutes=1))
     if day:
-        return start, start + dt.timedelta(days=1)
+        return start + dt.timedelta(days=1)
     if month:
-        return start, start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-    return start, start.replace(year=start.year + 1)
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start.replace(year=start.year + 1)
+
+
+# The instants a database can compare: a day inside year 1 and year 9999, so no zone pushes them out
+_EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """In UTC and within what the database stores (year 1 with an eastern zone is year 0 in UTC)."""
+    try:
+        return min(max(value.astimezone(dt.UTC), _EARLIEST), _LATEST)
+    except OverflowError:
+        return _EARLIEST if value.year < 5000 else _LATEST
 
 
 def _ordered(

@@ -13,7 +13,7 @@ from datetime import timedelta
 import requests
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
@@ -131,12 +131,17 @@ def result_export_deliver(export_id: int) -> ResultExport | None:
     `sending` by a worker that died is claimed again; the attempt it was on counts.
     """
     # Attempts are counted as they start, so that a report that kills its worker still ends failed.
+    # Claimed only when due: a duplicate message (a sweep's, a late retry's) finds nothing to do,
+    # and an attempt in progress is due again only once presumed lost.
+    now = timezone.now()
     claimed = ResultExport.objects.filter(
-        pk=export_id, state__in=[ResultExport.State.PENDING, ResultExport.State.SENDING]
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        pk=export_id,
+        state__in=[ResultExport.State.PENDING, ResultExport.State.SENDING],
     ).update(
         state=ResultExport.State.SENDING,
         attempts=F("attempts") + 1,
-        next_attempt_at=timezone.now() + SENDING_LOST_AFTER,
+        next_attempt_at=now + SENDING_LOST_AFTER,
     )
     if not claimed:
         return None
@@ -157,7 +162,7 @@ def result_export_deliver(export_id: int) -> ResultExport | None:
     except Exception as exc:  # anything else is a bug, but the export must still say it failed
         logger.exception("Delivering result export %s failed unexpectedly", export_id)
         return _attempt_failed(export, destination, f"unexpected error: {type(exc).__name__}: {exc}")
-    ResultExport.objects.filter(pk=export_id).update(
+    ResultExport.objects.filter(pk=export_id, state=ResultExport.State.SENDING).update(
         state=ResultExport.State.DELIVERED,
         destination=destination,
         last_error="",
@@ -178,6 +183,8 @@ def result_exports_sweep() -> int:
         next_attempt_at__lte=timezone.now() - SWEEP_GRACE,
     )
     ids = list(overdue.order_by("next_attempt_at").values_list("pk", flat=True)[:SWEEP_BATCH])
+    # Due now, not overdue: claimable by the message sent here, and swept again only if it is lost.
+    ResultExport.objects.filter(pk__in=ids).update(next_attempt_at=timezone.now())
     for export_id in ids:
         _deliver_later(export_id)
     return len(ids)
@@ -188,8 +195,10 @@ def _attempt_failed(export: ResultExport, destination: str, message: str) -> Res
 
     last = export.attempts >= settings.PACS_DELIVERY_MAX_ATTEMPTS
     state = ResultExport.State.FAILED if last else ResultExport.State.PENDING
-    due = None if last else timezone.now() + timedelta(seconds=result_export_backoff(export.attempts))
-    ResultExport.objects.filter(pk=export.pk).update(
+    # a second early: the retry's countdown started a moment before this, and must find it due
+    wait = timedelta(seconds=result_export_backoff(export.attempts) - 1)
+    due = None if last else timezone.now() + wait
+    ResultExport.objects.filter(pk=export.pk, state=ResultExport.State.SENDING).update(
         state=state, destination=destination, last_error=message, next_attempt_at=due
     )
     export.refresh_from_db()

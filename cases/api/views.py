@@ -196,7 +196,9 @@ class PatientViewSet(
 
 
 class StudyFilter(django_filters.FilterSet):
-    patient = django_filters.NumberFilter(field_name="patient_id", help_text="A patient's id.")
+    patient = django_filters.NumberFilter(
+        field_name="patient_id", min_value=1, max_value=2**63 - 1, help_text="A patient's id."
+    )
     study_instance_uid = django_filters.CharFilter(help_text="The DICOM Study Instance UID.")
     accession_number = django_filters.CharFilter(help_text="The accession number.")
     priority = django_filters.ChoiceFilter(choices=Study.Priority.choices)

@@ -42,21 +42,26 @@ def scans_into_studies(apps, schema_editor):
         ["study"],
         batch_size=1000,
     )
-    last_scan = Scan.objects.order_by("-id").values_list("id", flat=True).first()
-    if last_scan:
-        _number_studies_after(schema_editor, last_scan)
+    _number_studies_after_scans(schema_editor)
 
 
-def _number_studies_after(schema_editor, last_id):
-    """The next study id is past every scan id (explicit ids leave the sequence behind)."""
-    table = "cases_study"
+def _number_studies_after_scans(schema_editor):
+    """The next study id is past every scan id ever given, purged scans' too (explicit ids leave
+    the study counter behind): an old ImagingStudy link never names a new study."""
     with schema_editor.connection.cursor() as cursor:
         if schema_editor.connection.vendor == "postgresql":
-            cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), %s)", [last_id])
+            cursor.execute(
+                "SELECT setval(pg_get_serial_sequence('cases_study', 'id'), GREATEST("
+                "COALESCE(pg_sequence_last_value(pg_get_serial_sequence('cases_scan', 'id')::regclass), 1), "
+                "(SELECT COALESCE(MAX(id), 1) FROM cases_study)))"
+            )
         elif schema_editor.connection.vendor == "sqlite":
-            cursor.execute("UPDATE sqlite_sequence SET seq = MAX(seq, %s) WHERE name = %s", [last_id, table])
-            if not cursor.rowcount:
-                cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, last_id])
+            cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = 'cases_scan'")
+            row = cursor.fetchone()
+            cursor.execute("SELECT COALESCE(MAX(id), 0) FROM cases_study")
+            last = max(row[0] if row else 0, cursor.fetchone()[0])
+            cursor.execute("DELETE FROM sqlite_sequence WHERE name = 'cases_study'")
+            cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('cases_study', %s)", [last])
 
 
 def studies_into_scans(apps, schema_editor):

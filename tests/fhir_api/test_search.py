@@ -196,6 +196,16 @@ def test_last_updated_is_meta_last_updated_with_prefixes(alice, record):
     assert get(client, "/fhir/Patient?_lastUpdated=ge2026-11-01&_lastUpdated=lt2026-11-03")["total"] == 1
 
 
+@pytest.mark.parametrize("kind", ["Patient", "ImagingStudy", "DiagnosticReport", "Observation", "Device"])
+def test_last_updated_at_the_ends_of_time_is_answered_not_crashed(alice, record, kind):
+    client = token_client(alice)
+    everything = get(client, f"/fhir/{kind}")["total"]
+    assert get(client, f"/fhir/{kind}", _lastUpdated="ge0001-01-01T00:00:00+05:00")["total"] == everything
+    assert get(client, f"/fhir/{kind}", _lastUpdated="lt9999-12-31")["total"] == everything
+    assert get(client, f"/fhir/{kind}?_lastUpdated=9999")["total"] == 0
+    assert get(client, f"/fhir/{kind}?_lastUpdated=lt0001")["total"] == 0
+
+
 def test_last_updated_of_reports_is_when_they_were_issued(alice, record):
     client = token_client(alice)
     Prediction.objects.update(finished_at=AT - dt.timedelta(days=10))

@@ -85,6 +85,7 @@ def in_orthanc(orthanc: Orthanc, scan: Scan) -> str:
 def deliver_until_final(export: ResultExport) -> ResultExport:
     """What the task's retries do, without the waiting."""
     for _ in range(20):
+        ResultExport.objects.filter(pk=export.pk).update(next_attempt_at=timezone.now())  # time passes
         try:
             services.result_export_deliver(export.pk)
         except services.DeliveryRetry:
@@ -329,8 +330,9 @@ def test_unique_uid_per_export(no_pacs, patient):
     assert first.sop_instance_uid != second.sop_instance_uid
 
 
-def test_task_retries_until_the_attempts_run_out(no_pacs, dicom_prediction):
+def test_task_retries_until_the_attempts_run_out(no_pacs, dicom_prediction, monkeypatch):
     no_pacs.PACS_STOW_URL = f"http://127.0.0.1:{free_port()}/dicom-web/"
+    monkeypatch.setattr(tasks, "result_export_backoff", lambda attempts: 0)  # eager: no waiting
     export = services.result_export_enqueue(dicom_prediction)
     assert export is not None
 
@@ -396,7 +398,23 @@ def test_a_failed_attempt_is_due_after_its_backoff_and_a_lost_sending_one_after_
 
     export.refresh_from_db()
     assert export.next_attempt_at is not None
-    assert export.next_attempt_at - before >= timedelta(seconds=tasks.result_export_backoff(1))
+    assert export.next_attempt_at - before >= timedelta(seconds=tasks.result_export_backoff(1) - 1)
     claimed = ResultExport.objects.filter(pk=export.pk)
     claimed.update(state=ResultExport.State.SENDING, next_attempt_at=timezone.now() - timedelta(minutes=3))
     assert services.result_exports_sweep() == 1 and sent == [export.pk]  # its worker died mid-send
+
+
+def test_a_duplicate_message_finds_nothing_to_do_until_the_export_is_due(
+    no_pacs, dicom_prediction, monkeypatch
+):
+    no_pacs.PACS_STOW_URL = f"http://127.0.0.1:{free_port()}/dicom-web/"
+    monkeypatch.setattr(services, "_deliver_later", lambda export_id: None)
+    export = services.result_export_enqueue(dicom_prediction)
+    assert export is not None
+    with pytest.raises(services.DeliveryRetry):
+        services.result_export_deliver(export.pk)
+
+    assert services.result_export_deliver(export.pk) is None  # backing off: a second copy does nothing
+    assert services.result_exports_sweep() == 0
+    export.refresh_from_db()
+    assert (export.state, export.attempts) == (ResultExport.State.PENDING, 1)

@@ -178,3 +178,9 @@ def test_the_studies_api_lists_the_teams_studies_and_hides_the_rest(live_server,
     assert [item["id"] for item in series] == [study.series.get().pk]
     assert APIClient().get(reverse("api:study-list")).status_code == 401
     assert len(mine["results"][0]["series"]) == 1
+
+
+def test_the_studies_api_answers_hostile_filters_with_400(alice):
+    for query in ("patient=99999999999999999999999999", "patient=-1", "patient=x", "study_from=yesterday"):
+        response = api(alice).get(reverse("api:study-list") + "?" + query)
+        assert response.status_code == 400, (query, response.status_code)
