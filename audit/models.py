@@ -1,4 +1,9 @@
-"""One row per thing someone did or tried: append-only, in the database and in Python."""
+"""One row per thing someone did or tried: append-only, in the database and in Python.
+
+In Python: an entry is only ever inserted (never saved over an existing id), and the queryset
+refuses every update, upsert and delete, the private paths of `save_base()` and of a fast delete
+included. In the database: triggers refuse UPDATE and DELETE on PostgreSQL and SQLite (migrations
+0002 and 0003), whatever sends the SQL."""
 
 from __future__ import annotations
 
@@ -17,8 +22,19 @@ class AuditEntryQuerySet(models.QuerySet["AuditEntry"]):
     def update(self, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("Audit entries cannot be changed.")
 
+    def _update(self, values: Any) -> NoReturn:
+        raise AppendOnlyError("Audit entries cannot be changed.")
+
     def delete(self) -> NoReturn:
         raise AppendOnlyError("Audit entries cannot be deleted.")
+
+    def _raw_delete(self, using: Any) -> NoReturn:
+        raise AppendOnlyError("Audit entries cannot be deleted.")
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[AuditEntry]:
+        if kwargs.get("update_conflicts"):  # an upsert writes over the entry it conflicts with
+            raise AppendOnlyError("Audit entries cannot be changed.")
+        return super().bulk_create(objs, *args, **kwargs)
 
 
 class AuditEntry(models.Model):
@@ -91,6 +107,8 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-at", "-id"]
         verbose_name_plural = "audit entries"
+        # Django's own writes (`save_base`'s UPDATE) go through the guarded queryset too.
+        base_manager_name = "objects"
         indexes = [
             models.Index(fields=["patient_id", "-at"], name="audit_patient_at"),
             models.Index(fields=["user", "-at"], name="audit_user_at"),
@@ -103,9 +121,17 @@ class AuditEntry(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {who} {self.action} {what}".strip()
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
+        """Insert this entry; never write over one (an instance made with an existing entry's id
+        would otherwise be saved as an UPDATE of it)."""
+        if args or kwargs.get("force_update") or kwargs.get("update_fields") is not None:
             raise AppendOnlyError("Audit entries cannot be changed.")
-        super().save(*args, **kwargs)
+        if not self._state.adding or (
+            self.pk is not None
+            and type(self)._base_manager.using(kwargs.get("using")).filter(pk=self.pk).exists()
+        ):
+            raise AppendOnlyError("Audit entries cannot be changed.")
+        kwargs["force_insert"] = True  # and should the id be taken meanwhile, the INSERT fails
+        super().save(**kwargs)
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("Audit entries cannot be deleted.")

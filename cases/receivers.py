@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import get_hasher, identify_hasher
 from django.contrib.auth.password_validation import validate_password
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
@@ -61,8 +62,25 @@ def _change_reason(
     if (before["is_staff"], before["is_superuser"]) != (instance.is_staff, instance.is_superuser):
         reasons.append("staff or superuser status changed")
     # Django re-hashes the same password on login when its hasher settings move on
-    # (`check_password`'s setter: no raw password, only the password field saved).
-    rehash = raw is None and update_fields == frozenset({"password"})
+    # (`check_password`'s setter: no raw password, only the password field saved). It does so only
+    # to a hash that needed it: a hash set directly (`user.password = make_password(...)`) over an
+    # up-to-date one, however it is saved, is a new password.
+    rehash = (
+        raw is None
+        and update_fields == frozenset({"password"})
+        and _outdated(before["password"])
+        and not _outdated(instance.password)
+    )
     if before["password"] != instance.password and not rehash:
         reasons.append("password changed")
     return ", ".join(reasons)
+
+
+def _outdated(encoded: str) -> bool:
+    """Whether Django would re-hash this stored hash at the next correct login."""
+    try:
+        hasher = identify_hasher(encoded)
+    except ValueError:  # unusable ("!…") or unknown: never re-hashed
+        return False
+    preferred = get_hasher()
+    return hasher.algorithm != preferred.algorithm or preferred.must_update(encoded)

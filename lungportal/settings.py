@@ -12,6 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from lungportal import secret_key
+from lungportal.data_dir import DIRECTORY_MODE, FILE_MODE, private_directory, private_file
 from lungportal.env import envbool, envint, envlist, envrate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -23,7 +24,7 @@ if DJANGO_ENV not in {"development", "production"}:
 PRODUCTION = DJANGO_ENV == "production"
 
 DATA_DIR = Path(os.environ.get("LUNGPORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+private_directory(DATA_DIR)  # the database, media, cache and broker: the portal's user only
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 DEBUG = envbool("DJANGO_DEBUG", False)
@@ -118,6 +119,8 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=envint("DB_CONN_MAX_AGE", 0))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] != ":memory:" and Path(DATABASES["default"]["NAME"]).parent.is_dir():
+        private_file(Path(DATABASES["default"]["NAME"]))  # 0600 before SQLite makes it 0644
     DATABASES["default"]["OPTIONS"] = {
         # The web process and the worker write to the same file: wait for locks rather than
         # failing, and take the write lock up front so two writers cannot deadlock.
@@ -189,6 +192,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = not PRODUCTION
 WHITENOISE_AUTOREFRESH = not PRODUCTION
 MEDIA_ROOT = Path(os.environ.get("LUNGPORTAL_MEDIA_ROOT", DATA_DIR / "media")).resolve()
+private_directory(MEDIA_ROOT)  # files stored under a looser umask before are out of reach too
 # No route serves this prefix: uploads are private and reach browsers only through views that
 # check the viewer's care team (cases.views.slice_image and friends).
 MEDIA_URL = "/private-media-not-served/"
@@ -217,6 +221,10 @@ FILE_UPLOAD_HANDLERS = [
 ]
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Every file the default storage writes (uploads, heatmaps, SRs, received DICOM files with their
+# full headers) and every folder it makes, MEDIA_ROOT included: the portal's user only.
+FILE_UPLOAD_PERMISSIONS = FILE_MODE
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = DIRECTORY_MODE
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # Celery: the database is the source of truth, the broker only a doorbell.
@@ -235,7 +243,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
 )
 if not REDIS_URL:
     for folder in ("queue", "control"):
-        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
+        private_directory(BROKER_DIR / folder)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"

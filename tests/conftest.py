@@ -20,11 +20,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from tests import factories
+from tests.dataset import DATASET, dataset_missing
 
 pytest_plugins = ["tests.cases.fixtures"]  # scans, predictions and results, for every test module
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASET = ROOT.parent / "shared" / "datasets" / "iqothnccd"
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -58,9 +58,10 @@ def upload(name: str, data: bytes, content_type: str = "image/png") -> SimpleUpl
 
 @pytest.fixture
 def dataset_dir() -> Path:
-    """The shared IQ-OTH/NCCD slices; tests that need them skip, saying why, where they are absent."""
+    """The shared IQ-OTH/NCCD slices; tests that need them skip, saying why, where they are absent
+    (and fail in CI: tests/dataset.py)."""
     if not (DATASET / "manifest.csv").exists():
-        pytest.skip(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}; these tests need real slices")
+        dataset_missing(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}; these tests need real slices")
     return DATASET
 
 
@@ -68,7 +69,7 @@ def dataset_slice(relative: str) -> bytes:
     """One slice of the shared dataset by its manifest path (skips where the dataset is absent)."""
     path = DATASET / relative
     if not path.exists():
-        pytest.skip(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}; this test needs {relative}")
+        dataset_missing(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}; this test needs {relative}")
     return path.read_bytes()
 
 

@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
 from django.http import HttpRequest
+from django.middleware.csrf import rotate_token
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit import trail
@@ -92,7 +93,7 @@ def device_confirm(*, request: HttpRequest, device: TOTPDevice, code: str) -> No
             detail="second factor enrolled",
             request=request,
         )
-    django_otp.login(request, device)
+    _session_verified(request, device)
 
 
 def session_verify(*, request: HttpRequest, device: TOTPDevice, code: str) -> None:
@@ -105,6 +106,15 @@ def session_verify(*, request: HttpRequest, device: TOTPDevice, code: str) -> No
         detail="second factor",
         request=request,
     )
+    _session_verified(request, device)
+
+
+def _session_verified(request: HttpRequest, device: TOTPDevice) -> None:
+    """Mark the session as having given a code, under a new key: the key it had with a password
+    alone (sniffed, or left in another browser) must not inherit the second factor. A new CSRF
+    token too, as Django's own login gives one."""
+    request.session.cycle_key()
+    rotate_token(request)
     django_otp.login(request, device)
 
 

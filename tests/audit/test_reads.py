@@ -173,3 +173,35 @@ def test_audit_api_needs_the_audit_view_permission_not_just_staff(alice):
     client = APIClient()
     client.force_authenticate(alice)
     assert client.get(reverse("api:audit")).status_code == 403
+
+
+def test_the_status_poll_is_a_read_naming_each_patient_with_one_query(
+    client, alice, charlie, team_a, patient, prediction, django_capture_on_commit_callbacks
+):
+    from cases import services
+    from tests import factories
+    from tests.conftest import image_bytes, upload
+
+    other = factories.PatientFactory.create(team=team_a, created_by=alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        second = services.scan_upload(
+            patient=other, files=[upload("c.png", image_bytes())], uploaded_by=alice
+        ).predictions.get()
+    url = reverse("cases:prediction_status") + f"?ids={prediction.pk},{second.pk}"
+
+    client.force_login(alice)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url, REMOTE_ADDR="10.1.2.3")
+
+    assert set(response.json()["predictions"]) == {str(prediction.pk), str(second.pk)}
+    reads = entries(action="read", object_type="prediction_status")
+    assert {(e.object_id, e.patient_id) for e in reads} == {
+        (prediction.pk, patient.pk),
+        (second.pk, other.pk),
+    }
+    assert {(e.user, e.channel, e.client_address) for e in reads} == {(alice, "page", "10.1.2.3")}
+    assert len(_audit_queries(captured)) == 1
+
+    client.force_login(charlie)  # an outsider is told nothing, and nothing is read
+    assert client.get(url).json() == {"predictions": {}}
+    assert len(entries(action="read", object_type="prediction_status")) == 2

@@ -98,9 +98,62 @@ def test_audit_entries_cannot_be_changed_or_deleted_through_the_orm(alice):
     assert AuditEntry.objects.get(pk=entry.pk).detail == ""
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigger is PostgreSQL's")
-@pytest.mark.parametrize("sql", ["UPDATE audit_auditentry SET detail = 'x'", "DELETE FROM audit_auditentry"])
-def test_postgresql_refuses_update_and_delete_of_audit_entries(alice, sql):
+def _forged(entry: AuditEntry) -> AuditEntry:
+    """A new instance carrying an existing entry's id: what `save()` would write over it."""
+    return AuditEntry(pk=entry.pk, at=entry.at, channel="system", action="login", detail="tampered")
+
+
+OVERWRITES = {
+    "save() of another instance with its id": lambda entry: _forged(entry).save(),
+    "save(force_update=True)": lambda entry: _forged(entry).save(force_update=True),
+    "save(update_fields=...)": lambda entry: _forged(entry).save(update_fields=["detail"]),
+    "save_base()": lambda entry: _forged(entry).save_base(),
+    "bulk_update()": lambda entry: AuditEntry.objects.bulk_update([_forged(entry)], ["detail"]),
+    "bulk_create(update_conflicts=True)": lambda entry: AuditEntry.objects.bulk_create(
+        [_forged(entry)], update_conflicts=True, unique_fields=["id"], update_fields=["detail"]
+    ),
+    "update_or_create()": lambda entry: AuditEntry.objects.update_or_create(
+        pk=entry.pk, defaults={"detail": "tampered"}
+    ),
+    "QuerySet._update()": lambda entry: AuditEntry.objects.filter(pk=entry.pk)._update(
+        [(AuditEntry._meta.get_field("detail"), None, "tampered")]
+    ),
+    "QuerySet._raw_delete()": lambda entry: AuditEntry.objects.filter(pk=entry.pk)._raw_delete("default"),
+}
+
+
+@pytest.mark.parametrize("overwrite", OVERWRITES.values(), ids=OVERWRITES.keys())
+def test_no_orm_path_overwrites_or_removes_an_audit_entry(alice, overwrite):
+    from django.db import DatabaseError
+
+    entry = trail.record(trail.Action.LOGIN, user=alice)
+    with pytest.raises((AppendOnlyError, DatabaseError)), transaction.atomic():
+        overwrite(entry)
+    kept = AuditEntry.objects.get(pk=entry.pk)
+    assert (kept.detail, kept.user, kept.channel) == ("", alice, entry.channel)
+    assert AuditEntry.objects.count() == 1
+
+
+def test_a_new_entry_still_gets_an_id_of_its_own(alice):
+    first = trail.record(trail.Action.LOGIN, user=alice)
+    second = AuditEntry(channel="system", action="logout")
+    second.save()
+    assert second.pk and second.pk != first.pk and AuditEntry.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE audit_auditentry SET detail = 'x'",
+        "DELETE FROM audit_auditentry",
+        "INSERT INTO audit_auditentry (id, at, username, channel, action, object_type, outcome, changes, "
+        "detail) SELECT id, at, username, channel, action, object_type, outcome, changes, 'x' "
+        "FROM audit_auditentry WHERE true ON CONFLICT (id) DO UPDATE SET detail = 'x'",
+    ],
+    ids=["update", "delete", "upsert"],
+)
+def test_the_database_refuses_update_and_delete_of_audit_entries(alice, sql):
+    """On SQLite and PostgreSQL alike: a trigger, whatever code (or person) sends the SQL."""
     from django.db import DatabaseError
 
     trail.record(trail.Action.LOGIN, user=alice)
@@ -242,3 +295,22 @@ def test_a_review_of_another_prediction_cannot_be_superseded(
         f"Review {review.pk} is not a review of this prediction."
     ]
     assert not Review.objects.filter(prediction=other).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_flush_still_empties_a_test_database_and_the_guard_stays(alice):
+    """Django's test flush empties tables with DELETE on SQLite (TRUNCATE on PostgreSQL)."""
+    from django.core.management import call_command
+    from django.db import DatabaseError
+
+    trail.record(trail.Action.LOGIN, user=alice)
+    call_command("flush", interactive=False, verbosity=0)
+    assert not AuditEntry.objects.exists()
+    trail.record(trail.Action.LOGIN, username="after the flush")
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM audit_auditentry")
+    assert AuditEntry.objects.count() == 1

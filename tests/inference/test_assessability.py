@@ -27,10 +27,10 @@ def ct(dataset_dir):
 
 @pytest.fixture(scope="module")
 def dataset_dir():
-    from tests.conftest import DATASET
+    from tests.dataset import DATASET, dataset_missing
 
     if not (DATASET / "manifest.csv").exists():
-        pytest.skip(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}")
+        dataset_missing(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}")
     return DATASET
 
 

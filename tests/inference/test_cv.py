@@ -19,10 +19,9 @@ from inference.training.cv import (
     weighted_log_loss,
 )
 from inference.training.data import Record, load_images, read_manifest, unique_records
+from tests.dataset import DATASET, dataset_missing
 
-from .conftest import ROOT, tiny_dataset
-
-DATASET = ROOT.parent / "shared" / "datasets" / "iqothnccd"
+from .conftest import tiny_dataset
 
 
 def _patients(lengths_by_class: dict[str, list[int]], size: int = 32, seed: int = 0):
@@ -85,8 +84,9 @@ def test_grouped_folds_refuse_a_class_smaller_than_k() -> None:
         grouped_folds(records, images, k=5)
 
 
-@pytest.mark.skipif(not DATASET.is_dir(), reason=f"the dataset is not at {DATASET}")
 def test_grouped_folds_on_the_shared_dataset(tmp_path: Path) -> None:
+    if not (DATASET / "manifest.csv").exists():
+        dataset_missing(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}")
     records = unique_records(read_manifest(DATASET))
     images = load_images(DATASET, records, cache_dir=tmp_path, echo=lambda _: None)
     folds = grouped_folds(records, images, k=5)

@@ -7,10 +7,10 @@ import csv
 from io import BytesIO
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 
 from pacs.synthetic import DEFAULT_WINDOW, ct_series, encode, grey_to_hounsfield, jpeg_grey
+from tests.dataset import DATASET, dataset_missing
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -21,8 +21,6 @@ __all__ = [
     "jpeg_grey",
     "rewrite",
 ]
-
-DATASET = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "iqothnccd"
 
 
 def rewrite(data: bytes, **changes: object) -> bytes:
@@ -46,7 +44,7 @@ def dataset_slices(n: int, folder: str = "malignant") -> list[Path]:
     dataset's own numbering); skips the test, saying why, where the dataset is absent."""
     manifest = DATASET / "manifest.csv"
     if not manifest.exists():
-        pytest.skip(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}; this test needs real slices")
+        dataset_missing(f"the shared IQ-OTH/NCCD dataset is not at {DATASET}; this test needs real slices")
     with manifest.open(newline="") as handle:
         rows = [
             row
@@ -59,5 +57,5 @@ def dataset_slices(n: int, folder: str = "malignant") -> list[Path]:
     rows.sort(key=lambda row: int(row["sequence"]))
     paths = [DATASET / row["path"] for row in rows[:n]]
     if len(paths) < n or not all(path.exists() for path in paths):
-        pytest.skip(f"the shared dataset at {DATASET} has fewer than {n} usable {folder} slices")
+        dataset_missing(f"the shared dataset at {DATASET} has fewer than {n} usable {folder} slices")
     return paths

@@ -30,6 +30,7 @@ from pacs.receiving import name_words, studies_receive
 from tests import factories
 from tests.pacs.orthanc import free_port
 from tests.pacs.series import ct_series, dataset_slices
+from tests.private_files import assert_private_tree
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,7 +54,9 @@ def datasets(files):
     return [dcmread(BytesIO(data)) for _, data in files]
 
 
-def test_stow_rs_stores_a_known_patients_series_and_answers_each_instance(live_server, alice, known):
+def test_stow_rs_stores_a_known_patients_series_and_answers_each_instance(
+    live_server, alice, known, private_media
+):
     files = ct_series(dataset_slices(3), shuffle=True)
     answer = stow_client(live_server, alice).store_instances(datasets(files))
     referenced = {item.ReferencedSOPInstanceUID for item in answer.ReferencedSOPSequence}
@@ -62,6 +65,7 @@ def test_stow_rs_stores_a_known_patients_series_and_answers_each_instance(live_s
     assert (scan.patient, scan.received_via, scan.slices.count()) == (known, "stow", 3)
     assert scan.predictions.get().status == "queued"
     assert AuditEntry.objects.filter(action="upload", object_id=scan.pk, channel="api", user=alice).exists()
+    assert_private_tree(private_media)
 
 
 def test_stow_rs_keeps_an_unknown_patients_series_waiting_until_resolved(live_server, client, alice, team_a):
@@ -180,9 +184,10 @@ def test_a_series_without_a_name_waits(known, team_a):
     assert not Scan.objects.exists()
 
 
-def test_a_series_of_another_name_waits_and_the_team_sees_why(client, alice, known, team_a):
+def test_a_series_of_another_name_waits_and_the_team_sees_why(client, alice, known, team_a, private_media):
     waiting = received(team_a, patient_name="Doe^John").waiting[0]
     assert not Scan.objects.exists()
+    assert_private_tree(private_media)  # its DICOM files, full headers and all
     assert waiting.reason == "other_name"
     assert waiting.detail == "PatientName 'John Doe' does not match the patient's name for MRN P-1."
     client.force_login(alice)
@@ -298,7 +303,9 @@ def wait_for_scans(count: int) -> None:
     wait_for(lambda: Scan.objects.count() >= count, timeout=60, message=f"{count} scan(s) stored")
 
 
-def test_c_store_from_an_allowed_sender_is_stored_for_its_team(receiver, tmp_path, known, team_a):
+def test_c_store_from_an_allowed_sender_is_stored_for_its_team(
+    receiver, tmp_path, known, team_a, private_media
+):
     DicomNode.objects.create(team=team_a, ae_title="CT-ROUTER", addresses="10.9.9.9, 127.0.0.0/8")
     result = storescu(receiver, written(tmp_path, ct_series(dataset_slices(3), shuffle=True)), "CT-ROUTER")
     assert result.returncode == 0, result.stderr
@@ -306,6 +313,7 @@ def test_c_store_from_an_allowed_sender_is_stored_for_its_team(receiver, tmp_pat
     scan = Scan.objects.get()
     assert (scan.patient, scan.received_via, scan.slices.count()) == (known, "cstore", 3)
     assert [s.instance_number for s in scan.slices.order_by("position")] == [1, 2, 3]
+    assert_private_tree(private_media)
 
 
 def test_c_store_from_an_unknown_caller_is_rejected(receiver, tmp_path, known, team_a):

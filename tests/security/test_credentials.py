@@ -2,7 +2,9 @@
 
 from datetime import timedelta
 
+import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -115,6 +117,17 @@ def test_a_password_rehash_on_login_is_not_a_password_change(settings, alice):
     alice.refresh_from_db()
     assert alice.password != before and alice.password.startswith("pbkdf2_")  # upgraded
     assert answers(token) == 200
+
+
+@pytest.mark.parametrize("update_fields", [None, ["password"]], ids=["save()", "save(update_fields)"])
+def test_a_password_hash_set_directly_ends_tokens_and_sessions(alice, update_fields):
+    """`user.password = make_password(...)` skips `set_password`; the save still sees the change."""
+    token, browser = token_for(alice), logged_in_browser(alice)
+    alice.password = make_password(NEW_PASSWORD)
+    alice.save(update_fields=update_fields)
+    assert answers(token) == 401
+    assert dashboard(browser) == 302
+    assert "password changed" in AuditEntry.objects.get(action="token_revoke", object_id=alice.pk).detail
 
 
 def test_revoking_only_touches_the_user_concerned(alice, bob):

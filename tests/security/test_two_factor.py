@@ -247,3 +247,58 @@ def test_a_key_seen_in_another_session_is_never_the_one_confirmed(client, admin_
     assert response.status_code == 302
     assert list(TOTPDevice.objects.filter(user=admin_user).values_list("confirmed", flat=True)) == [True]
     assert TOTPDevice.objects.get(user=admin_user).bin_key != seen_key
+
+
+# --- a second factor gives the session a new key --------------------------------------------------
+
+
+def _session_id(client) -> str:
+    from django.conf import settings
+
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def _replayed(session_id: str):
+    """Another browser holding a copy of a session cookie (sniffed, or left on a shared computer)."""
+    from django.conf import settings
+    from django.test import Client
+
+    thief = Client()
+    thief.cookies[settings.SESSION_COOKIE_NAME] = session_id
+    return thief
+
+
+def _assert_session_id_dead(session_id: str) -> None:
+    from django.contrib.sessions.models import Session
+
+    response = _replayed(session_id).get("/admin/")
+    assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
+    assert not Session.objects.filter(session_key=session_id).exists()
+
+
+def test_the_password_only_session_id_stops_working_once_staff_verify(client, admin_user):
+    device = confirmed_device_for(admin_user)
+    log_in(client, "admin")
+    password_only = _session_id(client)
+    assert _replayed(password_only).get("/admin/")["Location"].startswith(VERIFY)  # the attack's start
+
+    response = client.post(VERIFY, {"code": code(device), "next": "/admin/"})
+
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert _session_id(client) != password_only
+    assert client.get("/admin/").status_code == 200  # the person who gave the code goes on
+    _assert_session_id_dead(password_only)
+
+
+def test_the_password_only_session_id_stops_working_once_staff_enrol(client, admin_user):
+    log_in(client, "admin")
+    client.get(ENROL)
+    password_only = _session_id(client)
+    device = TOTPDevice.objects.get(user=admin_user)
+
+    response = client.post(ENROL, {"code": code(device), "next": "/admin/"})
+
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert _session_id(client) != password_only
+    assert client.get("/admin/").status_code == 200
+    _assert_session_id_dead(password_only)
