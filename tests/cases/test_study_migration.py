@@ -134,3 +134,85 @@ def test_scans_become_series_of_studies_and_nothing_is_lost(at_latest):
     later = new.get_model("cases", "Study").objects.create(patient=patient, study_date=date(2026, 6, 1))
     assert later.pk > purged > max(scan.pk for scan in scans.values())
     assert not new.get_model("cases", "Study").objects.filter(pk=scans["ann-ct-2"].pk).exists()
+
+
+# Where every app stood before the study, intake and integration migrations of this change.
+BEFORE_ALL = [
+    ("cases", "0010_scale_indexes"),
+    ("pacs", "0001_initial"),
+    ("webhooks", "0001_initial"),
+    ("audit", "0002_append_only_trigger"),
+    ("inference", "0002_modelversion_files"),
+]
+KEPT = {
+    "cases": ["CareTeam", "Patient", "Scan", "Slice", "Prediction", "Review"],
+    "pacs": ["DicomNode", "UnmatchedSeries", "ResultExport"],
+    "webhooks": ["WebhookEndpoint", "WebhookEvent", "WebhookDelivery"],
+    "audit": ["AuditEntry"],
+}
+
+
+def counts(apps: Any) -> dict[str, int]:
+    return {name: apps.get_model(app, name).objects.count() for app, names in KEPT.items() for name in names}
+
+
+def test_every_migration_of_the_change_keeps_every_record(at_latest):
+    old = migrated(BEFORE_ALL)
+    team = old.get_model("cases", "CareTeam").objects.create(name="Chest")
+    ann = old.get_model("cases", "Patient").objects.create(
+        team=team, mrn="A-1", name="Ann Lee", birth_date=date(1950, 1, 1)
+    )
+    user = old.get_model("auth", "User").objects.create(username="carol")
+    version = old.get_model("inference", "ModelVersion").objects.create(name="v-all", sha256="1" * 64)
+    Scan, Slice = old.get_model("cases", "Scan"), old.get_model("cases", "Slice")
+    Prediction = old.get_model("cases", "Prediction")
+    scans = [
+        Scan.objects.create(patient=ann, study_instance_uid="1.2.3", series_instance_uid=f"1.2.3.{n}")
+        for n in (1, 2)
+    ] + [Scan.objects.create(patient=ann)]
+    for scan in scans:
+        Slice.objects.create(
+            scan=scan,
+            position=0,
+            image="s.png",
+            thumbnail="t.png",
+            content_type="image/png",
+            sha256="a" * 64,
+            width=64,
+            height=64,
+            size_bytes=1,
+            sop_instance_uid=f"{scan.pk}.9",
+        )
+        prediction = Prediction.objects.create(
+            scan=scan, model_version=version, status="succeeded", label="malignant", finding="a finding"
+        )
+    old.get_model("cases", "Review").objects.create(
+        prediction=prediction, reviewer=user, verdict="agree", label="malignant"
+    )
+    node = old.get_model("pacs", "DicomNode").objects.create(team=team, ae_title="CT-ROUTER")
+    old.get_model("pacs", "UnmatchedSeries").objects.create(
+        team=team, reason="mismatch", received_via="cstore", folder="incoming/x"
+    )
+    export = old.get_model("pacs", "ResultExport").objects.create(
+        prediction=prediction, sop_instance_uid="1.2.9", destination="http://pacs/", state="pending"
+    )
+    endpoint = old.get_model("webhooks", "WebhookEndpoint").objects.create(
+        team=team, url="https://ehr.example/hook", secret="whsec_x"
+    )
+    event = old.get_model("webhooks", "WebhookEvent").objects.create(
+        event_id="evt_1", type="study.received", team=team, payload={}
+    )
+    old.get_model("webhooks", "WebhookDelivery").objects.create(event=event, endpoint=endpoint)
+    old.get_model("audit", "AuditEntry").objects.create(channel="page", action="read", patient_id=ann.pk)
+    before = counts(old)
+
+    new = migrated(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+    assert counts(new) == before and all(before.values())
+    assert (
+        new.get_model("cases", "Study").objects.count() == 2
+    )  # the two series of 1.2.3, and the image study
+    # what the new columns hold for old rows
+    assert new.get_model("pacs", "DicomNode").objects.get(pk=node.pk).addresses == ""  # refused until set
+    assert new.get_model("pacs", "ResultExport").objects.get(pk=export.pk).next_attempt_at is not None
+    assert new.get_model("cases", "Scan").objects.get(pk=scans[0].pk).dicom_source_attributes == {}
