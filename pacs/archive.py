@@ -17,7 +17,7 @@ import zlib
 from io import BytesIO
 from typing import IO
 
-from pacs.reading import DicomRefused, Failure, RequestBudget, Source
+from pacs.reading import DicomRefused, Failure, RequestBudget, Source, size_text
 
 _CHUNK = 64 * 1024
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
@@ -155,7 +155,7 @@ def _copy(
                 size += len(chunk)
                 if size > room:
                     raise DicomRefused(
-                        f"{label}: unpacks to more than {_megabytes(room)}, the most one file may have. "
+                        f"{label}: unpacks to more than {size_text(room)}, the most one file may have. "
                         "Leave it out.",
                         failure=Failure.OUT_OF_RESOURCES,
                     )
@@ -180,7 +180,3 @@ def _copy(
         RuntimeError,
     ) as error:
         raise DicomRefused(f"{label}: is damaged in the zip ({error}). Zip the files again.") from error
-
-
-def _megabytes(count: int) -> str:
-    return f"{count / (1024 * 1024):g} MB" if count >= 1024 * 1024 else f"{count} bytes"

@@ -128,8 +128,8 @@ class RequestBudget:
         self.bytes += count
         if self.bytes > self.max_bytes:
             raise DicomRefused(
-                f"{name}: the DICOM sent together passes {_size(self.max_bytes)}, the most one upload may "
-                "hold; nothing was stored: send the study in parts (a series at a time).",
+                f"{name}: the DICOM sent together passes {size_text(self.max_bytes)}, the most one upload "
+                "may hold; nothing was stored: send the study in parts (a series at a time).",
                 failure=Failure.OUT_OF_RESOURCES,
             )
 
@@ -731,7 +731,7 @@ def _megapixels(count: int) -> str:
     return f"{count / 1_000_000:.3g} megapixels"
 
 
-def _size(count: int) -> str:
+def size_text(count: int) -> str:
     return f"{count / (1024 * 1024):g} MB" if count >= 1024 * 1024 else f"{count} bytes"
 
 

@@ -127,7 +127,8 @@ class Receiver:
         if self.sender_of(event) is None:  # accepted associations only (see allowed_senders)
             return NOT_AUTHORISED
         delivery = self._delivery(event)
-        number = len(delivery.reader) + len(delivery.refused) + 1
+        delivery.received += 1
+        number = delivery.received
         name = f"instance {number}"
         kept: Path | None = None
         try:
@@ -220,6 +221,7 @@ class Delivery:
     refused: list[str]
     team_id: int
     folder: InboxFolder
+    received: int = 0  # instances sent so far, kept or not: each gets its own number
 
 
 def _uids(path: Path) -> tuple[str, str] | None:

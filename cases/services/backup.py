@@ -126,13 +126,7 @@ def backup_create(*, folder: Path, alias: str = "default") -> Report:
     }
     with _private_writer(folder / MANIFEST) as handle:
         handle.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
-    trail.record(
-        trail.Action.CREATE,
-        object_type="backup",
-        outcome=trail.Outcome.OK if report.ok else trail.Outcome.FAILED,
-        detail=report.summary("Backup to"),
-    )
-    return report
+    return _recorded(report, trail.Action.CREATE, "backup", "Backup to")
 
 
 def _engine(connection: BaseDatabaseWrapper) -> str:
@@ -420,13 +414,7 @@ def backup_restore(*, folder: Path, alias: str = "default") -> Report:
     _named_files_verify(report)
     if manifest.get("problems"):
         report.notes.append(f"The backup recorded {len(manifest['problems'])} problem(s) when it was taken.")
-    trail.record(
-        trail.Action.INTEGRITY,
-        object_type="restore",
-        outcome=trail.Outcome.OK if report.ok else trail.Outcome.FAILED,
-        detail=report.summary("Restored from"),
-    )
-    return report
+    return _recorded(report, trail.Action.INTEGRITY, "restore", "Restored from")
 
 
 def _manifest_read(folder: Path) -> dict[str, Any]:
@@ -591,3 +579,14 @@ def _read(name: str) -> bytes | None:
             return content
     except FileNotFoundError:
         return None
+
+
+def _recorded(report: Report, action: str, object_type: str, summary: str) -> Report:
+    """The report, once its audit entry is written (failed when anything did not match)."""
+    trail.record(
+        action,
+        object_type=object_type,
+        outcome=trail.Outcome.OK if report.ok else trail.Outcome.FAILED,
+        detail=report.summary(summary),
+    )
+    return report

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEntry
 from cases.models import Prediction, Scan, Slice, Study
+from tests.conftest import wait_for
 from tests.pacs.series import ct_series, dataset_slices
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -131,15 +133,18 @@ def c_store(port: int, files: list[tuple[str, bytes]]) -> list[int]:
 
 
 def test_a_series_sent_by_stow_then_by_c_store_is_still_one_series(
-    live_server, router_receiver, alice, known
+    live_server, router_receiver, alice, known, settings
 ):
     files = ct_series(dataset_slices(2), study_uid=STUDY)
     assert stow(live_server, alice, files).status_code == 200
 
     statuses = c_store(router_receiver, files)
 
-    # acknowledged without being kept (the team holds them as sent): nothing waits to be stored
+    # acknowledged without being kept (the team holds them as sent): the association's inbox folder
+    # is stored (with nothing in it) and removed; only then are the counts final
     assert statuses == [0x0000, 0x0000]
+    inbox = Path(settings.DICOM_INBOX_DIR)
+    wait_for(lambda: not any(inbox.iterdir()), timeout=30, message="the delivery finished")
     counts = (Study.objects.count(), Scan.objects.count(), Slice.objects.count(), Prediction.objects.count())
     assert counts == (1, 1, 2, 1)
 
