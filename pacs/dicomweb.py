@@ -92,7 +92,7 @@ class StowRsView(APIView):
             )
         except ValidationError as refused:  # e.g. an implausible study date
             return error_response(" ".join(refused.messages), status=409)
-        return _answer(raw, received)
+        return _answer(received)
 
 
 def _sending_team(request: Request) -> CareTeam | JsonResponse:
@@ -210,7 +210,7 @@ class _PartSpooler:
             self.file = None
 
 
-def _answer(request: HttpRequest, received: Received) -> JsonResponse:
+def _answer(received: Received) -> JsonResponse:
     """PS3.18 10.5.3 STOW-RS response: one ReferencedSOPSequence item per instance
     taken (stored, or kept waiting for a clinician to name the patient), one FailedSOPSequence item
     per instance refused with its FailureReason; 200, 202 (some refused) or 409 (none taken). The
