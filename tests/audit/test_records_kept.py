@@ -2,6 +2,7 @@
 
 import csv
 import io
+import time
 
 import pytest
 from django.db import connection, transaction
@@ -314,3 +315,59 @@ def test_flush_still_empties_a_test_database_and_the_guard_stays(alice):
     ):
         cursor.execute("DELETE FROM audit_auditentry")
     assert AuditEntry.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_flush_on_postgresql_is_tried_again_when_a_writer_deadlocks_it(alice):
+    """A worker still storing a result can deadlock the flush's TRUNCATE; the flush tries again."""
+    import threading
+
+    import psycopg
+    from django.core.management import call_command
+    from django.core.management.color import no_style
+    from django.core.management.sql import sql_flush
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's flush takes one database lock: it cannot deadlock")
+    statement = sql_flush(no_style(), connection)[0]
+    tables = [
+        name.strip(' "')
+        for name in statement.removeprefix("TRUNCATE ").split(" RESTART")[0].rstrip(";").split(",")
+    ]
+    first, last = tables[0], tables[-1]
+    params = connection.get_connection_params()
+    writer = psycopg.connect(
+        **{key: params[key] for key in ("dbname", "user", "host", "port") if key in params}
+    )
+    outcome: dict[str, object] = {}
+
+    def hold_last_then_want_first() -> None:
+        # TRUNCATE holds `first` and waits for `last`; asking for `first` now closes the cycle.
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                waiting = writer.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.05)
+            writer.execute(f'LOCK TABLE "{first}" IN ROW EXCLUSIVE MODE')
+            writer.commit()
+            outcome["writer"] = "committed"
+        except psycopg.Error as exc:  # the server chose the writer as the victim
+            writer.rollback()
+            outcome["writer"] = exc.sqlstate
+
+    writer.execute(f'LOCK TABLE "{last}" IN ROW EXCLUSIVE MODE')  # a transaction still writing
+    thread = threading.Thread(target=hold_last_then_want_first)
+    thread.start()
+    try:
+        call_command("flush", interactive=False, verbosity=0)
+    finally:
+        thread.join(timeout=60)
+        writer.close()
+
+    # The writer went on, so the server aborted the TRUNCATE: only the second try emptied the tables.
+    assert outcome == {"writer": "committed"}
+    assert not AuditEntry.objects.exists() and not type(alice).objects.exists()
