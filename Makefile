@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 export LUNGPORTAL_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install setup run worker test lint clean viewer bench
+.PHONY: install setup run worker test test-fast lint clean viewer bench
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ worker: install
 
 test: install
 	$(BIN)/pytest
+
+# The inner loop: no Celery worker, browser or Orthanc (tests/lanes.py marks them).
+test-fast: install
+	$(BIN)/pytest -m "not worker and not browser and not slow"
 
 lint: install
 	$(BIN)/ruff check .
