@@ -333,13 +333,26 @@ PACS_DELIVERY_MAX_ATTEMPTS = envint("PACS_DELIVERY_MAX_ATTEMPTS", 10, minimum=1)
 TF_INTRA_OP_THREADS = envint("TF_INTRA_OP_THREADS", 2)
 TF_INTER_OP_THREADS = envint("TF_INTER_OP_THREADS", 1)
 
-# Cache: throttling and login lockouts must be shared by every web process.
+# Login lockouts and API throttles count here: in Redis where REDIS_URL is set, so that every web
+# process and host counts together (lungportal/cache.py); a file cache on the embedded default.
 CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": str(DATA_DIR / "cache"),
-    }
+    "default": (
+        {
+            "BACKEND": "lungportal.cache.PrefixedRedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "lungportal-cache",
+        }
+        if REDIS_URL
+        else {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    )
 }
+# Lockouts in that cache with Redis; in the database (the admin's Access attempts) otherwise.
+AXES_HANDLER = (
+    "axes.handlers.cache.AxesCacheHandler" if REDIS_URL else "axes.handlers.database.AxesDatabaseHandler"
+)
 
 # REST API
 API_TOKEN_TTL = timedelta(hours=envint("API_TOKEN_TTL_HOURS", 10, minimum=1))

@@ -121,7 +121,10 @@ def test_rotating_x_forwarded_for_does_not_escape_the_lockout(client, alice, set
         HTTP_X_FORWARDED_FOR=forged(99),
     )
     assert response.status_code == 429 and "Too many failed logins" in response.content.decode()
-    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {ADDRESS}
+    if settings.AXES_HANDLER.endswith("AxesDatabaseHandler"):  # with Redis they count in the cache
+        assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {ADDRESS}
+    else:
+        assert not AccessAttempt.objects.exists()
 
 
 def test_the_audit_trail_records_the_real_address(client, alice, settings):
