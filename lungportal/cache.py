@@ -10,10 +10,9 @@ from django.core.cache.backends.redis import RedisCache
 
 
 class PrefixedRedisCache(RedisCache):
-    def clear(self) -> bool:
-        client = self._cache.get_client(None, write=True)
+    def clear(self) -> None:
+        client = self._cache.get_client(None, write=True)  # type: ignore[attr-defined]
         pattern = self.make_key("*").replace("[", "\\[")  # `*` matches any key; brackets literal
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:
             client.delete(*keys)
-        return True

@@ -11,3 +11,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lungportal.settings")
 app = Celery("lungportal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+import lungportal.request_log  # noqa: E402, F401  (request ids into and out of tasks)

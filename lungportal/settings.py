@@ -73,6 +73,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later log line of the request carries its id (lungportal/request_log.py).
+    "lungportal.request_log.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Refuses an oversized body by its Content-Length, before anything reads it.
     "cases.upload_limits.RequestSizeLimitMiddleware",
@@ -444,12 +446,27 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# One JSON object a line (LOG_FORMAT=text for a person reading a terminal), each with the request
+# id that follows a request into the Celery tasks it enqueues (lungportal/request_log.py). Log
+# lines name records by id: never a patient's name, MRN or a file's name.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT is json or text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # Time and level on every line: `make run` keeps the worker's and the web server's in log files.
-    "formatters": {"timed": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "timed"}},
+    "filters": {"request_id": {"()": "lungportal.request_log.RequestIdFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 

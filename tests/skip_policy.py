@@ -45,7 +45,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _unexpected.append(f"{report.nodeid}: {reason}")
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if strict() and _unexpected:
         terminalreporter.section("unexpected skips (tests/skip_policy.py)", red=True, bold=True)
         for line in _unexpected:
