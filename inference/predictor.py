@@ -124,13 +124,27 @@ class Predictor:
             return None
         return self.limits.reason(slice_features(inspection.image, colour=inspection.colour))
 
-    def heatmap(self, image: np.ndarray) -> np.ndarray:
+    def heatmap(self, image: np.ndarray, *, within_lungs: bool = True) -> np.ndarray:
         """Grad-CAM of the first member for its predicted class on the last convolution: float32
-        (size, size) in [0, 1], aligned with the (padded, resized) model input."""
+        (size, size) in [0, 1], aligned with the (padded, resized) model input. Only inside the
+        lung fields (`inference.lung_fields`) unless `within_lungs` is False: heat on the chest
+        wall, the axillae or the table is no finding, and showing it invites trust in it."""
         batch = self._as_batch(image)
         if len(batch) != 1:
             raise ValueError("heatmap() explains one image at a time")
-        return self._gradcam(batch).numpy().astype(np.float32)
+        heat = self._gradcam(batch).numpy().astype(np.float32)
+        return heat_within_lungs(heat, batch[0]) if within_lungs else heat
+
+
+def heat_within_lungs(heat: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """`heat` zeroed outside the lung fields of `image` (a `preprocess` output). Not rescaled: a
+    faint heat inside stays faint. Where no plausible lung field is found nothing is shown."""
+    from .lung_fields import lung_fields_gray
+
+    fields = lung_fields_gray(np.rint(np.asarray(image)[..., 0] * 255.0))
+    if not fields.plausible:
+        return np.zeros_like(heat)
+    return np.where(fields.mask, heat, np.float32(0.0)).astype(np.float32)
 
 
 def _gradcam_function(model: Any, spec: Any, size: int) -> tuple[Any, str]:

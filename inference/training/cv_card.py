@@ -22,8 +22,21 @@ def _spread(entry: dict[str, Any]) -> str:
 
 
 def render_cv_card_markdown(card: dict[str, Any]) -> str:
-    sections = [_what_it_is, _cannot, _slices, _studies, _calibration, _assessable, _runs, _rest]
-    return "\n".join(line for section in sections for line in [*section(card), ""])
+    sections = [
+        _what_it_is,
+        _cannot,
+        _slices,
+        _studies,
+        _calibration,
+        _assessable,
+        _intervals,
+        _lung_fields,
+        _heat,
+        _runs,
+        _rest,
+    ]
+    rendered = [lines for section in sections if (lines := section(card))]
+    return "\n".join(line for lines in rendered for line in [*lines, ""])
 
 
 def _what_it_is(card: dict[str, Any]) -> list[str]:
@@ -127,6 +140,100 @@ def _assessable(card: dict[str, Any]) -> list[str]:
         f"{_fmt(assess['false_flag_rate'])}; caught {_fmt(assess['catch_rate'])} of "
         f"{len(assess['non_ct_images'])} generated non-CT images.",
     ]
+
+
+_INTERVAL_NAMES = {
+    "balanced_accuracy": "slices: balanced accuracy",
+    "recall_normal": "slices: recall normal",
+    "recall_benign": "slices: recall benign",
+    "recall_malignant": "slices: recall malignant",
+    "malignant_vs_rest_auc": "slices: malignant vs rest, ranking AUC",
+    "benign_vs_normal_auc": "slices: benign vs normal, ranking AUC",
+    "study_sensitivity": "studies: malignant sensitivity",
+    "study_specificity": "studies: specificity",
+    "ece_before": "calibration error before (pooled)",
+    "ece_after": "calibration error after (pooled)",
+    "false_flag_rate": "not assessable: false flags",
+    "catch_rate": "not assessable: non-CT images caught",
+}
+
+
+def _intervals(card: dict[str, Any]) -> list[str]:
+    intervals = card.get("intervals")
+    if not intervals:
+        return []
+    lines = [
+        "## 95% intervals",
+        f"Pooled figures with 95% intervals: {intervals['method']} (studies stand for patients: the "
+        "dataset names none); rates with no per-slice record by the Wilson score interval. n is what "
+        "each figure is measured on. One public dataset, no external test. "
+        "`python manage.py card_intervals --data ../shared/datasets/iqothnccd` recomputes them.",
+        "",
+        "| figure | pooled | 95% interval | n |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, entry in intervals["figures"].items():
+        lines.append(
+            f"| {_INTERVAL_NAMES.get(key, key)} | {_fmt(entry['value'])} | {_fmt(entry['low'])} – "
+            f"{_fmt(entry['high'])} | {entry['n']} {entry['unit']} |"
+        )
+    return lines
+
+
+def _lung_fields(card: dict[str, Any]) -> list[str]:
+    lung = card.get("lung_fields")
+    if not lung:
+        return []
+    rules = ", ".join(f"{rule} {count}" for rule, count in lung["by_rule"].items()) or "none"
+    return [
+        "## Lung fields",
+        "A classical segmentation (scikit-image: threshold, connected components, hole filling, "
+        "morphology; no downloaded weights), `inference/lung_fields.py`. On these windowed slices only "
+        "soft tissue and bone show, so it finds the lung fields inside the ribs (each lung's dark region, "
+        "filled and made convex: lesions at its edge stay in), without the air outside, the chest wall, "
+        "the axillae or the scanner table; from DICOM Hounsfield units it finds the lungs by density.",
+        f"Checked on the dataset's {lung['slices']} distinct slices at {lung['size']} px: "
+        f"{lung['flagged']} masks look wrong by the rules (empty, touching the border, area outside "
+        f"{lung['area_range'][0]}–{lung['area_range'][1]} of the image, one-sided): {rules}. Median "
+        f"area {_fmt(lung['area_median'])} of the image. `{lung['command']}`",
+        "",
+        f"![lung field outlines]({lung['outlines']})",
+        "",
+        "The sheet shows mask outlines (red) on each slice's silhouette, flagged masks first (yellow "
+        "band); the dataset's images stay out of the repository (`--sheet` writes one with the slices "
+        "under var/). The rules miss masks that spill over the chest wall behind or beside the lungs "
+        "(where the window leaves it black, and the hull of the bones takes in the shoulder blades): "
+        "some on the sheet do. Where a mask breaks the rules no heat is shown.",
+    ]
+
+
+def _heat(card: dict[str, Any]) -> list[str]:
+    heat = card.get("heat_in_lungs")
+    if not heat:
+        return []
+    return [
+        "## Where the heat is",
+        f"Share of Grad-CAM mass inside the lung fields on the dataset's {heat['slices']} malignant "
+        f"slices, raw (before masking: where the network looks), each slice explained by "
+        f"{heat['explainer']}: mean {_fmt(heat['mean'])}, median {_fmt(heat['median'])}; "
+        f"{_fmt(heat['share_at_target'])} of slices at or above {heat['target']} (the target for what "
+        f"ships is {heat['target']}: {'met' if (heat['mean'] or 0) >= heat['target'] else 'not met'}). "
+        f"{heat['implausible_masks']} of these slices have masks the rules flag; on the others the mean "
+        f"is {_fmt(heat['mean_plausible_masks'])}.{_chance(card)} Heatmaps are shown only inside the "
+        "lung fields, so what a reader sees is 1.0 inside by construction; the raw share above is the "
+        "measure of where the model looks, and most of its heat is outside the lungs: the masked "
+        f"heatmap hides it rather than fixes it. `{heat['command']}`",
+    ]
+
+
+def _chance(card: dict[str, Any]) -> str:
+    lung = card.get("lung_fields") or {}
+    if lung.get("area_median") is None:
+        return ""
+    return (
+        f" For scale: the lung fields cover a median {_fmt(lung['area_median'])} of the input, the share "
+        "a heat spread evenly would put inside."
+    )
 
 
 def _runs(card: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from .assessability_fit import dataset_features, fit_assessability
 from .cv import RESULT_FILE
 from .cv_card import write_cv_card
 from .data import DATASET_CITATION, DATASET_DOI, read_manifest
+from .intervals import card_intervals
 from .metrics import classification_metrics
 from .plots import plot_confusion_matrix, plot_cv_curves, plot_reliability
 from .study_rule import fit_study_rule, pairwise_auc, pseudo_studies
@@ -220,6 +221,9 @@ def card_from_predictions(
         for k in np.unique(folds)
     ]
     source = f"{len(np.unique(folds))}-fold patient-grouped cross-validation, out-of-fold, calibrated"
+    intervals = card_intervals(
+        cv, sequences=sequences, temperature=temperature, rule=fitted.rule, assessability=assessability
+    )
     return {
         "class_names": list(CLASS_NAMES),
         "image_size": int(cv["image_size"]),
@@ -245,6 +249,7 @@ def card_from_predictions(
         "assessability": {**assessability, "limits": limits.as_dict()},
         "slice_metrics": figures,
         "study_metrics": study,
+        "intervals": intervals,
         "metrics": {
             "source": source,
             "balanced_accuracy": figures["balanced_accuracy"]["pooled"],

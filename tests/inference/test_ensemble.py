@@ -56,6 +56,9 @@ def test_a_tiny_cross_validation_run_writes_a_complete_card(tmp_path: Path) -> N
     assert card["comparisons"][0]["shipped"] and not card["comparisons"][1]["shipped"]
     text = (model_dir / CARD_MARKDOWN_FILE).read_text()
     assert "out-of-fold" in text and "calibration error" in text and "Reproduce" in text
+    assert "## 95% intervals" in text
+    for entry in card["intervals"]["figures"].values():
+        assert entry["value"] is None or entry["low"] <= entry["value"] <= entry["high"]
     for plot in card["plots"].values():
         assert (model_dir / plot).read_bytes()[:4] == b"\x89PNG"
 

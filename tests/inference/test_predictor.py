@@ -107,10 +107,17 @@ def test_heatmap_is_a_normalised_map_over_the_input(predictor) -> None:
     size = predictor.image_size
     data = dataset_slice("malignant/Malignant case (450).jpg")
     image = preprocess(data, size=size)
-    heat = predictor.heatmap(image)
+    heat = predictor.heatmap(image, within_lungs=False)
     assert heat.shape == (size, size)
     assert heat.min() >= 0 and heat.max() <= 1 and heat.max() == pytest.approx(1.0)
     assert heat.std() > 0.01  # it highlights somewhere, not everywhere
+    # As served: the same heat, only inside the lung fields.
+    from inference.lung_fields import lung_fields_gray
+
+    shown = predictor.heatmap(image)
+    fields = lung_fields_gray(np.rint(image[..., 0] * 255))
+    assert fields.plausible and not shown[~fields.mask].any()
+    assert np.array_equal(shown[fields.mask], heat[fields.mask])
     with Image.open(io.BytesIO(data)) as original:
         slice_size = original.size
     with Image.open(io.BytesIO(heatmap_png(heat, size=slice_size))) as overlay:
