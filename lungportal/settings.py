@@ -343,6 +343,8 @@ CACHES = {
             "BACKEND": "lungportal.cache.PrefixedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "lungportal-cache",
+            # An unreachable Redis costs a request a second at most (lungportal/cache.py).
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
         if REDIS_URL
         else {

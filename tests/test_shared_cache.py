@@ -51,3 +51,14 @@ def test_clearing_the_cache_keeps_the_brokers_keys():
         assert client.get("not-the-cache") == b"a queued task's neighbour"
     finally:
         client.delete("not-the-cache")
+
+
+def test_an_unreachable_redis_is_a_miss_not_an_error(caplog):
+    from lungportal.cache import PrefixedRedisCache
+
+    gone = PrefixedRedisCache("redis://127.0.0.1:1/0", {"OPTIONS": {"socket_connect_timeout": 1}})
+    gone.set("throttle", 3)
+    assert gone.get("throttle", "missing") == "missing" and gone.get_many(["a"]) == {}
+    assert gone.add("k", 1) is False and gone.delete("k") is False
+    gone.clear()
+    assert "Redis cache unreachable" in caplog.text
