@@ -26,7 +26,7 @@ run: install
 	@PORT=$(PORT) HOST=$(HOST) bin/run
 
 worker: install
-	$(BIN)/celery -A lungportal worker -Q inference,default -c 1 --loglevel=INFO
+	$(BIN)/celery -A lungportal worker -Q inference,default,integrations -c 1 --loglevel=INFO
 
 test: install
 	$(BIN)/pytest

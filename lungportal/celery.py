@@ -1,6 +1,7 @@
 """The Celery app. Workers: `celery -A lungportal worker -Q inference,default` (add `-B` for the
-periodic sweep). Tasks are declared with `core.tasks.house_task`; the `health` app adds its own
-heartbeat step to workers."""
+periodic sweeps) and a light one for the integrations, `celery -A lungportal worker -Q integrations`
+(outbox relay, webhooks, PACS export; `bin/run` starts both). Tasks are declared with
+`core.tasks.house_task`; the `health` app adds its own heartbeat step to workers."""
 
 import os
 

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "twofactor",
     "audit",
+    "outbox",
     "inference",
     "cases",
     "pacs",
@@ -249,8 +250,15 @@ if not REDIS_URL:
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Inference has its own queue so that TensorFlow workers can be scaled apart from the rest.
-CELERY_TASK_ROUTES = {"cases.tasks.prediction_run": {"queue": "inference"}}
+# Inference has its own queue so that TensorFlow workers can be scaled apart from the rest; the
+# integrations (outbox relay, webhooks, PACS export) theirs, so that a delivery never waits behind
+# a model loading or running.
+CELERY_TASK_ROUTES = {
+    "cases.tasks.prediction_run": {"queue": "inference"},
+    "outbox.tasks.*": {"queue": "integrations"},
+    "webhooks.tasks.*": {"queue": "integrations"},
+    "pacs.tasks.result_export*": {"queue": "integrations"},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -276,6 +284,10 @@ CELERY_BEAT_SCHEDULE = {
     "resend-due-pacs-reports": {
         "task": "pacs.tasks.result_exports_sweep",
         "schedule": timedelta(seconds=envint("PACS_SWEEP_SECONDS", 60, minimum=1)),
+    },
+    "dispatch-waiting-events": {
+        "task": "outbox.tasks.outbox_sweep",
+        "schedule": timedelta(seconds=envint("OUTBOX_SWEEP_SECONDS", 60, minimum=1)),
     },
     "resend-due-webhooks": {
         "task": "webhooks.tasks.deliveries_sweep",

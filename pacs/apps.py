@@ -5,3 +5,13 @@ class PacsConfig(AppConfig):
     name = "pacs"
     verbose_name = "DICOM and PACS"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # A finished prediction of a DICOM series goes back to the PACS as an SR: heard from the
+        # outbox, so the clinical core never imports pacs.
+        from outbox import subscribe
+
+        from .services import result_export_receive
+
+        for topic in ("prediction.succeeded", "prediction.not_assessable"):
+            subscribe(topic, result_export_receive, name="pacs.result_export")

@@ -22,11 +22,11 @@ from django.db import transaction
 from PIL import Image
 
 from audit import trail
+from cases.events import STUDY_RECEIVED, publish
 from cases.models import Patient, Prediction, Scan, Slice, Study
 from cases.services.predictions import active_version, enqueue_on_commit
 from cases.services.storage import file_save, files_delete
 from cases.services.uploads import THUMBNAIL_SIZE, UploadError, display_name, scan_upload
-from webhooks.events import emit
 
 from .archive import unpack_zip
 from .pixels import hounsfield_from_png, hounsfield_png
@@ -232,7 +232,7 @@ def series_store(
                     f"prediction {prediction.pk} queued",
                 )
                 enqueue_on_commit(prediction.pk)
-                emit("study.received", team=patient.team, subject=scan)
+                publish(STUDY_RECEIVED, team=patient.team, subject=scan)  # via the outbox
     except BaseException:
         files_delete(stored)
         raise

@@ -9,6 +9,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import requests
 from django.conf import settings
@@ -22,6 +23,9 @@ from cases.models import Prediction
 
 from .models import ResultExport
 from .structured_report import structured_report
+
+if TYPE_CHECKING:
+    from outbox.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,8 @@ def result_export_enqueue(prediction: Prediction) -> ResultExport | None:
     """Record the SR of a succeeded prediction and, when a PACS is configured, send it there once
     the surrounding transaction commits. Predictions of uploaded images get none (None).
 
-    Called by the worker as it stores a prediction's results, inside that transaction.
+    Called by the outbox relay (`result_export_receive`) in the transaction that hands it the
+    prediction's event, and by the admin's "send again".
     """
     if not _exportable(prediction):
         return None
@@ -96,6 +101,15 @@ def result_export_enqueue(prediction: Prediction) -> ResultExport | None:
     # robust: a broker that is down must not undo the prediction's results.
     transaction.on_commit(lambda: _deliver_later(export_id), robust=True)
     return export
+
+
+def result_export_receive(event: OutboxEvent) -> None:
+    """The outbox's subscriber: a finished prediction's SR recorded (and sent once the relay's
+    transaction commits), as `result_export_enqueue`. A prediction purged since, or run again and
+    not finished yet, has nothing to export (the new run publishes its own event)."""
+    prediction = Prediction.objects.select_related("scan").filter(pk=event.payload["prediction"]).first()
+    if prediction is not None:
+        result_export_enqueue(prediction)
 
 
 def _deliver_later(export_id: int) -> None:

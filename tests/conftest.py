@@ -140,7 +140,7 @@ def _purge_queues() -> None:
     from lungportal.celery import app
 
     with app.connection_for_write() as conn:
-        for queue in ("inference", "default"):
+        for queue in ("inference", "default", "integrations"):
             try:
                 conn.default_channel.queue_purge(queue)
             except Exception:  # the queue does not exist yet
@@ -176,7 +176,7 @@ def start_worker(
         "lungportal",
         "worker",
         "-Q",
-        "inference,default",
+        "inference,default,integrations",
         "-c",
         "1",
         "--without-mingle",

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from cases.models import Prediction, Review
 
-OUR_APPS = ("cases", "inference", "health", "pacs", "webhooks")
+OUR_APPS = ("cases", "inference", "health", "pacs", "webhooks", "outbox")
 
 
 def test_every_model_of_ours_is_in_admin():

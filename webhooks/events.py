@@ -1,22 +1,29 @@
-"""What the clinical services call when something happens: `emit`, inside their transaction.
+"""The clinical core's events as webhook events: `event_receive`, the outbox's subscriber (registered
+in WebhooksConfig.ready), and `emit`, the same recorded directly (the webhook tests use it).
 
 Payloads carry ids and links only (the portal's API and FHIR), never images or patient details:
 a receiver follows the links with its own token to read what it is allowed to."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Model
 from django.urls import reverse
+from django.utils import timezone
 
+from cases.events import subject_ids
 from cases.models import CareTeam, Prediction, Review, Scan
 from fhir_api.links import resource_url
 
-from .models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from .models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent, new_event_id
+
+if TYPE_CHECKING:
+    from outbox.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
 
@@ -34,34 +41,57 @@ def emit(event_type: str, *, team: CareTeam, subject: Model) -> WebhookEvent | N
     subscribed to it; those of enabled endpoints are sent once the surrounding transaction
     commits, those of disabled ones are held until the endpoint is enabled again.
 
-    None when no endpoint subscribes to the event. Call it inside the transaction of the change:
-    the event exists if and only if the change does. A webhook fault never undoes the change: it
-    is logged and the event is lost (ValueError for a wrong type or subject is raised, being a
-    caller's bug).
+    No portal code calls it any more (the clinical services publish to the outbox, which reaches
+    webhooks through `event_receive`); the webhook tests record events with it directly. None when
+    no endpoint subscribes to the event. Call it
+    inside the transaction of the change. A webhook fault never undoes the change: it is logged
+    and the event is lost (ValueError for a wrong type or subject is raised, being a caller's bug).
     """
     if event_type not in EventType.values:
         raise ValueError(f"unknown webhook event type {event_type!r}")
     _subject_check(EventType(event_type), subject)
     try:
         with transaction.atomic():  # a savepoint: the caller's transaction survives a fault here
-            return _record(event_type, team=team, subject=subject)
+            return _record(
+                event_type,
+                team_id=team.pk,
+                ids=subject_ids(subject),
+                at=timezone.now(),
+                event_id=new_event_id(),
+            )
     except Exception:
         logger.exception("Emitting webhook event %s for %r failed", event_type, subject)
         return None
 
 
-def _record(event_type: str, *, team: CareTeam, subject: Model) -> WebhookEvent | None:
+def event_receive(event: OutboxEvent) -> None:
+    """The outbox's subscriber: the clinical event as a webhook event and its deliveries, in the
+    transaction that marks it handed to webhooks (a fault raises: the outbox tries again). The
+    webhook-id comes from the outbox event, so it is the same whoever dispatches it."""
+    if event.topic not in EventType.values:
+        return
+    _record(
+        event.topic,
+        team_id=event.team_id,
+        ids=event.payload,
+        at=event.created_at,
+        event_id=f"evt_{event.uuid.hex}",
+    )
+
+
+def _record(
+    event_type: str, *, team_id: int, ids: dict[str, Any], at: dt.datetime, event_id: str
+) -> WebhookEvent | None:
     # Few endpoints per team: filtered here, as SQLite cannot look inside a JSON list. Disabled
     # endpoints get their deliveries too, held: they go out when the endpoint is enabled again.
-    endpoints = [e for e in WebhookEndpoint.objects.filter(team=team) if e.subscribes_to(event_type)]
+    endpoints = [e for e in WebhookEndpoint.objects.filter(team_id=team_id) if e.subscribes_to(event_type)]
     if not endpoints:
         return None
-    data = _data(EventType(event_type), subject)
-    event = WebhookEvent(type=event_type, team=team, payload={})
+    event = WebhookEvent(event_id=event_id, type=event_type, team_id=team_id, created_at=at)
     event.payload = {
         "type": event_type,
-        "timestamp": event.created_at.isoformat().replace("+00:00", "Z"),
-        "data": {"id": event.event_id, **data},
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "data": {"id": event.event_id, **_data(EventType(event_type), ids)},
     }
     event.save()
     held, pending = WebhookDelivery.State.HELD, WebhookDelivery.State.PENDING
@@ -71,15 +101,15 @@ def _record(event_type: str, *, team: CareTeam, subject: Model) -> WebhookEvent 
             for endpoint in endpoints
         ]
     )
-    ids = [delivery.pk for delivery in deliveries if delivery.state == pending]
+    ids_pending = [delivery.pk for delivery in deliveries if delivery.state == pending]
     if any(delivery.pk is None for delivery in deliveries):  # backends that return no ids
-        ids = list(
+        ids_pending = list(
             WebhookDelivery.objects.filter(event=event, state=pending)
             .order_by("id")
             .values_list("pk", flat=True)
         )
     # robust: a broker that is down must not undo the change; the sweep sends them later.
-    transaction.on_commit(lambda: _send_later(ids), robust=True)
+    transaction.on_commit(lambda: _send_later(ids_pending), robust=True)
     return event
 
 
@@ -119,38 +149,44 @@ def _subject_check(event_type: EventType, subject: Model) -> None:
         raise ValueError(f"{event_type} is about a {expected.__name__}, not {type(subject).__name__}")
 
 
-def _data(event_type: EventType, subject: Model) -> dict[str, Any]:
-    if isinstance(subject, Prediction):
-        return _prediction_data(subject)
-    if isinstance(subject, Review):
+def _data(event_type: EventType, ids: dict[str, Any]) -> dict[str, Any]:
+    # From the ids alone (cases.events.subject_ids): an event handed on after its subject was
+    # purged still says what it was about.
+    if event_type in REVIEW_EVENTS:
         return {
             "review": {
-                "id": subject.pk,
-                "supersedes": subject.supersedes_id,
-                "api": api_url("prediction", subject.prediction_id),
-                "fhir": fhir_url("DiagnosticReport", f"review-{subject.pk}"),
+                "id": ids["review"],
+                "supersedes": ids.get("supersedes"),
+                "api": api_url("prediction", ids["prediction"]),
+                "fhir": fhir_url("DiagnosticReport", f"review-{ids['review']}"),
             },
-            **_prediction_data(subject.prediction),
+            **_prediction_data(ids),
         }
-    assert isinstance(subject, Scan)
-    return {"scan": _scan_data(subject), "patient": _patient_data(subject.patient_id)}
+    if event_type in PREDICTION_EVENTS:
+        return _prediction_data(ids)
+    return {"scan": _scan_data(ids), "patient": _patient_data(ids["patient"])}
 
 
-def _prediction_data(prediction: Prediction) -> dict[str, Any]:
+def _prediction_data(ids: dict[str, Any]) -> dict[str, Any]:
+    prediction_id = ids["prediction"]
     return {
         "prediction": {
-            "id": prediction.pk,
-            "api": api_url("prediction", prediction.pk),
-            "fhir": fhir_url("DiagnosticReport", f"prediction-{prediction.pk}"),
+            "id": prediction_id,
+            "api": api_url("prediction", prediction_id),
+            "fhir": fhir_url("DiagnosticReport", f"prediction-{prediction_id}"),
         },
-        "scan": _scan_data(prediction.scan),
-        "patient": _patient_data(prediction.scan.patient_id),
+        "scan": _scan_data(ids),
+        "patient": _patient_data(ids["patient"]),
     }
 
 
-def _scan_data(scan: Scan) -> dict[str, Any]:
+def _scan_data(ids: dict[str, Any]) -> dict[str, Any]:
     # FHIR has no resource for a series alone: the link is to the ImagingStudy that holds it.
-    return {"id": scan.pk, "api": api_url("scan", scan.pk), "fhir": fhir_url("ImagingStudy", scan.study_id)}
+    return {
+        "id": ids["scan"],
+        "api": api_url("scan", ids["scan"]),
+        "fhir": fhir_url("ImagingStudy", ids["study"]),
+    }
 
 
 def _patient_data(patient_id: int) -> dict[str, Any]:

@@ -25,9 +25,8 @@ from django.utils import timezone
 from inference.preprocessing import ImageDecodeError, inspect, named_probabilities, preprocess
 from inference.services import model_version_predictor
 from inference.study import StudyResult, study_result
-from pacs.services import result_export_enqueue
-from webhooks.events import emit
 
+from ..events import PREDICTION_FAILED, PREDICTION_NOT_ASSESSABLE, PREDICTION_SUCCEEDED, publish
 from ..models import Prediction, Slice, SliceResult
 from .storage import file_save, files_delete, slice_intact
 
@@ -208,7 +207,7 @@ def _prediction_fail(prediction: Prediction, reason: str) -> None:
             status=Prediction.Status.FAILED, error=reason[:2000], finished_at=timezone.now()
         )
         if failed:
-            emit("prediction.failed", team=prediction.scan.patient.team, subject=prediction)
+            publish(PREDICTION_FAILED, team=prediction.scan.patient.team, subject=prediction)
 
 
 def _prediction_release(prediction: Prediction) -> None:
@@ -238,7 +237,7 @@ def _prediction_store(prediction: Prediction, results: list[SliceResult], outcom
         current.finished_at = timezone.now()
         current.inference_seconds = outcome.inference_seconds
         current.save()
-        result_export_enqueue(current)  # a DICOM study's SR, sent to the PACS after the commit
-        event = "prediction.succeeded" if current.has_result else "prediction.not_assessable"
-        emit(event, team=current.scan.patient.team, subject=current)
+        # Heard by the integrations once committed (a DICOM study's SR to the PACS, webhooks).
+        event = PREDICTION_SUCCEEDED if current.has_result else PREDICTION_NOT_ASSESSABLE
+        publish(event, team=current.scan.patient.team, subject=current)
     return True

@@ -28,8 +28,8 @@ from inference.preprocessing import (
     image_end,
     inspect,
 )
-from webhooks.events import emit
 
+from ..events import STUDY_RECEIVED, publish
 from ..models import Patient, Prediction, Scan, Slice, Study
 from .predictions import active_version, enqueue_on_commit
 from .storage import file_save, files_delete
@@ -271,7 +271,7 @@ def scan_upload(
                 detail=f"{len(checked)} slice(s); prediction {prediction.pk} queued",
             )
             enqueue_on_commit(prediction.pk)
-            emit("study.received", team=patient.team, subject=scan)
+            publish(STUDY_RECEIVED, team=patient.team, subject=scan)
     except BaseException:
         files_delete(stored)
         raise

@@ -38,7 +38,7 @@ def test_upload_stores_slices_privately_and_queues_one_prediction(
     prediction = scan.predictions.get()
     assert prediction.status == Prediction.Status.QUEUED and prediction.requested_by is not None
     assert prediction.requested_by.username == "alice"
-    assert len(callbacks) == 1  # the task is sent once, after the commit
+    assert len(callbacks) == 2  # the task sent and the outbox event dispatched, once each, after the commit
     for item in scan.slices.all():
         assert "first" not in item.image.name and "second" not in item.image.name
         assert (Path(private_media) / item.image.name).read_bytes()[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")

@@ -180,7 +180,7 @@ def test_delivery_backs_off_exponentially_for_hours():
     assert max(waits) == 3600
     assert sum(waits) > 2 * 3600
     assert tasks.result_export_deliver.acks_late
-    assert app.amqp.router.route({}, tasks.result_export_deliver.name)["queue"].name == "default"
+    assert app.amqp.router.route({}, tasks.result_export_deliver.name)["queue"].name == "integrations"
 
 
 # --- delivery to a real Orthanc -----------------------------------------------------------------

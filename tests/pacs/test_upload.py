@@ -61,7 +61,7 @@ def test_a_shuffled_series_becomes_one_ordered_scan_with_its_header(
     with django_capture_on_commit_callbacks(execute=False) as queued:
         response = upload_api(alice, mrn_patient, dicom_uploads(files))
     assert response.status_code == 202, response.json()
-    assert len(queued) == 1  # the prediction is sent after the commit
+    assert len(queued) == 2  # the prediction sent and the outbox event dispatched after the commit
     scan = Scan.objects.get()
     dicom = response.json()["scan"]["dicom"]
     assert dicom["accession_number"] == "A-77" and dicom["slice_thickness"] == 2.5

@@ -16,26 +16,6 @@ from webhooks.models import AllowedWebhookHost, EventType, WebhookDelivery, Webh
 from .receiver import Receiver
 
 
-@pytest.fixture(autouse=True)
-def services_quiet(request, monkeypatch) -> None:
-    """The webhook machinery's own tests emit their events by hand: the clinical services' own
-    emissions (tested in test_wiring.py and the acceptance check) would add to them."""
-    if request.module.__name__.endswith(("test_acceptance", "test_wiring")):
-        return
-    import cases.services.prediction_runs
-    import cases.services.reviews
-    import cases.services.uploads
-    import pacs.ingest
-
-    for module in (
-        cases.services.uploads,
-        cases.services.prediction_runs,
-        cases.services.reviews,
-        pacs.ingest,
-    ):
-        monkeypatch.setattr(module, "emit", lambda *args, **kwargs: None)
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     live = Receiver()

@@ -9,16 +9,19 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from cases.services import prediction_runs
 from pacs.ingest import study_upload
 from pacs.synthetic import ct_series
+from tests.outbox.helpers import relay
 from tests.reading.studies import sign, study
 from webhooks.models import WebhookEvent
 
 
 def types() -> list[str]:
+    relay()  # events published to the outbox reach webhooks when the integrations worker relays them
     return list(WebhookEvent.objects.order_by("pk").values_list("type", flat=True))
 
 
 def test_uploads_and_readings_emit_their_events(endpoint, alice, bob, patient):
     scan = study(patient, alice, suspicion=0.9)
+    relay()
     first = sign(scan, bob, "malignant")
     sign(scan, alice, "benign", amends=first)
     assert types() == ["study.received", "review.signed", "review.amended"]
