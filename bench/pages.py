@@ -453,6 +453,7 @@ def _seed(sizes: Sizes) -> dict[str, Any]:
             [
                 Review(
                     prediction=prediction,
+                    study_id=prediction.scan.study_id,
                     reviewer=clinician,
                     verdict="agree",
                     label=prediction.label,
@@ -466,6 +467,7 @@ def _seed(sizes: Sizes) -> dict[str, Any]:
             [
                 Review(
                     prediction_id=review.prediction_id,
+                    study_id=review.study_id,
                     reviewer=clinician,
                     verdict="disagree",
                     label="benign" if review.label != "benign" else "normal",

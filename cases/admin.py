@@ -15,7 +15,18 @@ from django.utils.html import format_html
 from audit import trail
 from audit.admin import SECRET_CHANGED, AuditedModelAdmin, RecordAdmin, patient_log_url
 
-from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult, Study
+from .models import (
+    Addendum,
+    CareTeam,
+    Patient,
+    Prediction,
+    PredictionRun,
+    Review,
+    Scan,
+    Slice,
+    SliceResult,
+    Study,
+)
 
 
 def _link(obj: Model | None, label: str | None = None) -> str:
@@ -257,12 +268,28 @@ class PredictionAdmin(RecordAdmin):
         return _link(obj.scan.patient)
 
 
+class AddendumInline(ReadOnlyInline):
+    model = Addendum
+    readonly_fields = ("author", "text", "created_at")
+
+
 @admin.register(Review)
 class ReviewAdmin(RecordAdmin):
-    list_display = ["__str__", "prediction_link", "reviewer", "verdict", "label", "created_at"]
-    list_filter = ["verdict", "label"]
+    list_display = [
+        "__str__",
+        "kind",
+        "study_link",
+        "prediction_link",
+        "reviewer",
+        "verdict",
+        "label",
+        "created_at",
+    ]
+    list_filter = ["kind", "verdict", "label"]
     search_fields = ["prediction__scan__patient__mrn", "reviewer__username", "comment"]
     readonly_fields = [
+        "kind",
+        "study_link",
         "prediction_link",
         "reviewer",
         "verdict",
@@ -272,12 +299,32 @@ class ReviewAdmin(RecordAdmin):
         "supersedes",
         "superseded_by",
     ]
-    exclude = ["prediction"]
-    list_select_related = ["prediction", "reviewer", "superseded_by"]
+    exclude = ["prediction", "study"]
+    list_select_related = ["prediction", "study", "reviewer", "superseded_by"]
+    inlines = [AddendumInline]
 
     @admin.display(description="Prediction")
     def prediction_link(self, obj: Review) -> str:
         return _link(obj.prediction)
+
+    @admin.display(description="Study")
+    def study_link(self, obj: Review) -> str:
+        return _link(obj.study)
+
+
+@admin.register(Addendum)
+class AddendumAdmin(RecordAdmin):
+    """Append-only: shown, never added, changed or deleted here (`addendum_add` adds them)."""
+
+    list_display = ["__str__", "report_link", "author", "created_at"]
+    search_fields = ["report__study__patient__mrn", "author__username", "text"]
+    readonly_fields = ["report_link", "author", "text", "created_at"]
+    exclude = ["report"]
+    list_select_related = ["report", "author"]
+
+    @admin.display(description="Report")
+    def report_link(self, obj: Addendum) -> str:
+        return _link(obj.report)
 
 
 @admin.register(Slice)

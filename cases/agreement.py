@@ -1,8 +1,9 @@
 """Agreement between the AI's labels and the clinicians' reviewed labels, per model version.
 
 What the figures mean:
-- Each *current* review counts once (a correction replaces the review it supersedes; a prediction
-  reviewed by two clinicians counts twice). Only succeeded predictions are counted.
+- Each study counts once, by its signed report as it stands (a correction replaces the version it
+  supersedes; second opinions are not the study's reading and are not counted here), against the
+  AI result it was signed on. Only succeeded predictions are counted.
 - The confusion matrix has a row per AI label and a column per reviewed label. A study the rule
   called "not malignant" without telling benign from normal has its own row (`not_malignant`);
   it agrees overall when the reviewer said normal or benign, and in the per-class figures it
@@ -13,6 +14,10 @@ What the figures mean:
 
 These are not figures from a random sample: only the cases clinicians chose to review are counted,
 so they describe the reviewed cases, not the model's accuracy on every scan.
+
+Readers' agreement (`reader_agreement`): of the studies with a signed report and a current second
+opinion, those where a second opinion's label differs from the report's; each study counts once,
+however many second opinions it has.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from inference.preprocessing import CLASS_NAMES
 
-from .models import Prediction, Review
+from .models import Prediction, Review, Study, current_report, disagreement
 
 NOT_MALIGNANT = "not_malignant"  # the key for an AI label of "" (benign and normal not told apart)
 AI_LABELS: tuple[str, ...] = (*CLASS_NAMES, NOT_MALIGNANT)
@@ -77,8 +82,8 @@ class ClassAgreement:
 class VersionAgreement:
     model_version_id: int
     model_version: str
-    predictions: int  # reviewed predictions
-    reviews: int  # current reviews
+    predictions: int  # predictions a current report was signed on
+    reviews: int  # current reports: one per study
     agreed: int
     rows: tuple[MatrixRow, ...]  # in AI_LABELS order
     classes: tuple[ClassAgreement, ...]  # in CLASS_NAMES order
@@ -120,16 +125,45 @@ def _version(pk: int, name: str, predictions: int, cells: dict[tuple[str, str], 
 
 
 def _current_reviews() -> QuerySet[Review]:
-    return Review.objects.filter(
-        superseded_by__isnull=True, prediction__status=Prediction.Status.SUCCEEDED
-    ).order_by()
+    """Each study's current report (one per study), on a succeeded prediction."""
+    return (
+        Review.objects.reports().current().filter(prediction__status=Prediction.Status.SUCCEEDED).order_by()
+    )
+
+
+@dataclass(frozen=True)
+class ReaderAgreement:
+    """Studies with a signed report and a current second opinion, and those of them where a
+    second opinion's label differs from the report's: each study once."""
+
+    studies: int
+    disagreed: int
+
+    @property
+    def agreed(self) -> int:
+        return self.studies - self.disagreed
+
+    @property
+    def agreement_rate(self) -> float | None:
+        return _rate(self.agreed, self.studies)
+
+
+def reader_agreement() -> ReaderAgreement:
+    """One aggregate query over studies: each study counts once, whatever its second opinions."""
+    opinions = Review.objects.second_opinions().current().filter(study=OuterRef("pk"))
+    counts = (
+        Study.objects.filter(Exists(current_report(OuterRef("pk"))), Exists(opinions))
+        .order_by()
+        .aggregate(studies=Count("pk"), disagreed=Count("pk", filter=Q(disagreement(OuterRef("pk")))))
+    )
+    return ReaderAgreement(studies=counts["studies"], disagreed=counts["disagreed"])
 
 
 def agreement_by_model_version() -> list[VersionAgreement]:
-    """Agreement figures for every model version with reviewed predictions, newest version first.
+    """Agreement figures for every model version with reported predictions, newest version first.
 
-    Two aggregate queries, whatever the number of reviews: counts per (version, AI label, reviewed
-    label), and reviewed predictions per version."""
+    Two aggregate queries, whatever the number of reports: counts per (version, AI label, reported
+    label), and reported predictions per version."""
     version = "prediction__model_version_id"
     grouped = (
         _current_reviews()

@@ -94,8 +94,9 @@ class ScanUploadForm(forms.ModelForm):
 
 class ReadingForm(forms.Form):
     """A clinician's signed reading of an AI result: the label they read (nothing chosen at first),
-    a comment, and, when amending, the signed reading it replaces. Agree or correct follows from
-    the label, so a reading can never say "agree" while meaning something else."""
+    a comment, whether it is the study's report or a second opinion, and, when amending, the signed
+    reading it replaces (an amendment keeps that reading's kind). Agree or correct follows from the
+    label, so a reading can never say "agree" while meaning something else."""
 
     label = forms.ChoiceField(
         choices=LABEL_CHOICES,
@@ -106,7 +107,13 @@ class ReadingForm(forms.Form):
     comment = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}), label="Comment"
     )
-    # Offered from this prediction's current readings only; the service checks again on save.
+    kind = forms.ChoiceField(
+        required=False,
+        choices=Review.Kind.choices,
+        label="This reading is",
+        help_text="The study has one signed report; another reader records a second opinion.",
+    )
+    # Offered from this study's current readings only; the service checks again on save.
     supersedes = forms.TypedChoiceField(
         required=False,
         coerce=int,
@@ -125,12 +132,30 @@ class ReadingForm(forms.Form):
             supersedes.choices = [
                 ("", "nothing: a new reading"),
                 *(
-                    (r.pk, f"the reading by {r.reviewer} ({r.get_label_display()}, {r.created_at:%Y-%m-%d})")
+                    (
+                        r.pk,
+                        f"the {'report' if r.is_report else 'second opinion'} by {r.reviewer} "
+                        f"({r.get_label_display()}, {r.created_at:%Y-%m-%d})",
+                    )
                     for r in correctable
                 ),
             ]
         else:
             supersedes.widget = forms.HiddenInput()
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or Review.Kind.REPORT
+
+
+class AddendumForm(forms.Form):
+    """Text added to a study's signed report: appended with who and when, never edited."""
+
+    text = forms.CharField(
+        max_length=4000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Addendum",
+        error_messages={"required": "Write the addendum's text."},
+    )
 
 
 class CompareForm(forms.Form):

@@ -4,18 +4,48 @@ a clinician sees only the patients of their care teams, and anything else does n
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
-from django.db.models import Count, F, IntegerField, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Model,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.expressions import BaseExpression
 from django.db.models.functions import Coalesce
 from django.db.models.query import ModelIterable
 from django.http import Http404
 
 from audit import trail
 
-from .models import CareTeam, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult, Study
+from .models import (
+    LABEL_CHOICES,
+    Addendum,
+    CareTeam,
+    Patient,
+    Prediction,
+    PredictionRun,
+    Review,
+    Scan,
+    Slice,
+    SliceResult,
+    Study,
+    current_report,
+    with_report_label,
+)
 
 Viewer = User | AnonymousUser
 PatientT = TypeVar("PatientT", bound=Patient)
@@ -30,6 +60,7 @@ PATIENT_PATHS: dict[type[Model], str] = {
     Prediction: "scan__patient_id",
     SliceResult: "prediction__scan__patient_id",
     Review: "prediction__scan__patient_id",
+    Addendum: "report__study__patient_id",
 }
 
 
@@ -50,52 +81,125 @@ def patients_for(user: Viewer) -> QuerySet[Patient]:
     return Patient.objects.filter(team__in=teams_for(user)).select_related("team")
 
 
-def _latest_prediction() -> QuerySet[Prediction]:
-    return Prediction.objects.filter(scan__patient=OuterRef("pk")).order_by("-created_at", "-id")
+# A patient's studies, the latest first: the patient page's order, and which study is "latest".
+STUDY_ORDER = (F("study_date").desc(), F("study_time").desc(nulls_last=True), "-created_at", "-id")
+
+# What a patient's latest result can be (the patient list's filter): a signed reading's label
+# (any class), else what the AI said of the study, unread. The shipped rule never says benign or
+# normal unless it can tell them apart, so "not malignant" is the AI's usual negative.
+RESULT_CHOICES = [
+    *LABEL_CHOICES,
+    ("not_malignant", "AI: not malignant"),
+    ("not_assessable", "AI: not assessable"),
+]
 
 
-# Each patient's latest prediction: the attribute set on the patient, and the prediction's field.
-LATEST_RESULT = {
-    "latest_status": "status",
-    "latest_label": "label",
-    "latest_prediction_id": "id",
-    "latest_at": "created_at",
-}
+def current_reading(study: Study | int | OuterRef) -> QuerySet[Review]:
+    """A study's current reading: its signed report, or the latest correction of it (a second
+    opinion is never the reading). `study` is a Study, its id, or an OuterRef to one: the one place
+    that says which review the patient list treats as the authority."""
+    return current_report(study)
+
+
+def _study_ai_result(study: Study | int | OuterRef) -> QuerySet[Any]:  # Prediction, annotated
+    """The prediction a clinician reads for a study (the newest succeeded one, else the newest: a
+    rerun in the queue does not hide a result, as on the worklist), with `ai_result`: its label,
+    "not_malignant" (no label: benign and normal not told apart), "not_assessable", or its state."""
+    return (
+        Prediction.objects.filter(Q(scan__study=study))
+        .annotate(
+            pending=Case(When(status=Prediction.Status.SUCCEEDED, then=Value(0)), default=Value(1)),
+            ai_result=Case(
+                When(~Q(status=Prediction.Status.SUCCEEDED), then=F("status")),
+                When(~Q(label=""), then=F("label")),
+                When(suspicion__isnull=True, then=Value("not_assessable")),
+                default=Value("not_malignant"),
+                output_field=CharField(),
+            ),
+        )
+        .order_by("pending", "-created_at", "-id")
+    )
+
+
+def _latest_study_id() -> Subquery:
+    latest = Study.objects.filter(patient=OuterRef("pk")).order_by(*STUDY_ORDER)
+    return Subquery(latest.values("pk")[:1], output_field=IntegerField())
+
+
+def _latest_result() -> Coalesce:
+    """The authoritative result of the latest study (its annotation `latest_study_id` first):
+    the current reading's label where it is signed, else the AI's result."""
+    study = OuterRef("latest_study_id")
+    return Coalesce(
+        Subquery(current_reading(study).values("label")[:1]),
+        Subquery(_study_ai_result(study).values("ai_result")[:1]),
+        output_field=CharField(),
+    )
+
+
+def _latest_columns() -> dict[str, BaseExpression]:
+    """The patient list's columns of the latest study (`latest_study_id` annotated first): its AI
+    result (state, label, result, prediction, time) and its current reading (label, amended, time)."""
+    study = OuterRef("latest_study_id")
+    ai = _study_ai_result(study)
+    reading = current_reading(study)
+    return {
+        "latest_result": _latest_result(),
+        "latest_status": Subquery(ai.values("status")[:1]),
+        "latest_label": Subquery(ai.values("label")[:1]),
+        "latest_ai_result": Subquery(ai.values("ai_result")[:1]),
+        "latest_prediction_id": Subquery(ai.values("pk")[:1]),
+        "latest_at": Subquery(ai.values("created_at")[:1]),
+        "latest_reading_label": Subquery(reading.values("label")[:1]),
+        "latest_reading_amended": Exists(reading.filter(supersedes__isnull=False)),
+        "latest_read_at": Subquery(reading.values("created_at")[:1]),
+    }
 
 
 class _WithLatestResult(ModelIterable):  # (not subscriptable at run time)
-    """Patients as fetched (a page: sliced, ordered), then their latest prediction's columns in
-    one query for just those patients. As annotations of the list itself, PostgreSQL computed them
+    """Patients as fetched (a page: sliced, ordered), then their latest study's columns in one
+    query for just those patients. As annotations of the list itself, PostgreSQL computed them
     for every patient the ordered index scan passed, those OFFSET skips included: a late page cost
     in proportion to its number."""
 
     def __iter__(self) -> Iterator[Patient]:
         patients = list(super().__iter__())
-        latest = _latest_prediction()
-        subqueries = {name: Subquery(latest.values(field)[:1]) for name, field in LATEST_RESULT.items()}
+        columns = _latest_columns()
         pks = [patient.pk for patient in patients]
         rows = (
             Patient.objects.filter(pk__in=pks)
             .order_by()
-            .annotate(**subqueries)
-            .values_list("pk", *subqueries)
+            .annotate(latest_study_id=_latest_study_id())
+            .annotate(**columns)
+            .values_list("pk", "latest_study_id", *columns)
         )
-        columns = {row[0]: row[1:] for row in rows} if pks else {}
+        names = ["latest_study_id", *columns]
+        found = {row[0]: row[1:] for row in rows} if pks else {}
         for patient in patients:
-            values = columns.get(patient.pk, (None,) * len(LATEST_RESULT))
-            for name, value in zip(LATEST_RESULT, values, strict=True):
+            values = found.get(patient.pk, (None,) * len(names))
+            for name, value in zip(names, values, strict=True):
                 setattr(patient, name, value)
             yield patient
 
 
-def patients_with_latest_result(user: Viewer, *, query: str = "", label: str = "") -> QuerySet[Patient]:
-    """The viewer's patients by name, each with its latest prediction's status, label, id and time
-    (`latest_label` can also be filtered on: it is an alias, computed only when filtered by)."""
-    patients = patients_for(user).alias(latest_label=Subquery(_latest_prediction().values("label")[:1]))
+def patients_with_latest_result(user: Viewer, *, query: str = "", result: str = "") -> QuerySet[Patient]:
+    """The viewer's patients by name, each with its latest study's result: the current reading
+    where a clinician signed one (`latest_reading_label`), else the AI's (`latest_status`,
+    `latest_label`, `latest_ai_result`), and `latest_result`, the one of them that counts.
+    `latest_result` and `latest_label` can also be filtered on (`result` filters the former):
+    they are aliases, computed only when filtered by."""
+    patients = (
+        patients_for(user)
+        .alias(latest_study_id=_latest_study_id())
+        .alias(
+            latest_result=_latest_result(),
+            latest_label=Subquery(_study_ai_result(OuterRef("latest_study_id")).values("label")[:1]),
+        )
+    )
     if query:
         patients = patients_search(patients, query)
-    if label:
-        patients = patients.filter(latest_label=label)
+    if result:
+        patients = patients.filter(latest_result=result)
     patients = patients.order_by("name", "id")
     patients._iterable_class = _WithLatestResult
     return patients
@@ -155,8 +259,36 @@ def predictions_for(user: Viewer) -> QuerySet[Prediction]:
     )
 
 
+def _addenda() -> Prefetch:
+    return Prefetch("addenda", queryset=Addendum.objects.select_related("author"))
+
+
 def _reviews() -> Prefetch:
-    return Prefetch("reviews", queryset=Review.objects.select_related("reviewer", "superseded_by"))
+    """A prediction's readings, each with its addenda and its study's current report's label
+    (what `Review.disagrees_with_report` reads)."""
+    reviews = with_report_label(Review.objects.select_related("reviewer", "superseded_by"))
+    return Prefetch("reviews", queryset=reviews.prefetch_related(_addenda()))
+
+
+def study_get(user: Viewer, pk: int) -> Study:
+    return scoped_get(
+        user, Study.objects.filter(patient__in=patients_for(user)).select_related("patient"), pk
+    )
+
+
+def study_readings(study: Study | int) -> list[Review]:
+    """A study's readings, whichever of its AI results they were signed on: the report's versions
+    first, then second opinions, the newest first, each with its addenda (two queries). The
+    study is the caller's, already scoped."""
+    reviews = with_report_label(
+        Review.objects.filter(study=study).select_related("reviewer", "superseded_by", "prediction")
+    )
+    return list(reviews.prefetch_related(_addenda()).order_by("kind", "-created_at", "-id"))
+
+
+def report_of(readings: list[Review]) -> Review | None:
+    """The study's current report among its readings (`study_readings`), if it has one."""
+    return next((r for r in readings if r.is_report and r.is_current), None)
 
 
 def _predictions_with_results() -> QuerySet[Prediction]:
@@ -243,5 +375,5 @@ def patient_history(user: Viewer, patient: Patient, *, thumbnails: int = 0) -> Q
     return (
         Study.objects.filter(patient__in=patients_for(user), patient=patient)
         .prefetch_related(Prefetch("series", queryset=series))
-        .order_by(F("study_date").desc(), F("study_time").desc(nulls_last=True), "-created_at", "-id")
+        .order_by(*STUDY_ORDER)
     )

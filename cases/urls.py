@@ -20,6 +20,7 @@ urlpatterns = [
     path("predictions/<id:pk>/", views.prediction_detail, name="prediction_detail"),
     path("predictions/<id:pk>/rerun/", views.prediction_rerun, name="prediction_rerun"),
     path("predictions/<id:pk>/reviews/", views.review_submit, name="review_submit"),
+    path("studies/<id:pk>/addendum/", views.addendum_add, name="addendum_add"),
     path("files/slices/<id:pk>/", views.slice_image, name="slice_image"),
     path("files/slices/<id:pk>/hounsfield/", views.slice_hounsfield, name="slice_hounsfield"),
     path("predictions/<id:pk>/sr/", views.prediction_sr, name="prediction_sr"),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any
 
+from csp.constants import NONCE
+from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,6 +17,8 @@ from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit import trail
@@ -24,7 +29,7 @@ from inference.services import model_version_active
 from pacs.ingest import study_upload
 
 from . import selectors, services
-from .agreement import agreement_by_model_version
+from .agreement import agreement_by_model_version, reader_agreement
 from .files import (
     heatmap_response,
     slice_hounsfield_response,
@@ -32,9 +37,9 @@ from .files import (
     slice_thumbnail_response,
     structured_report_response,
 )
-from .forms import CompareForm, PatientForm, ReadingForm, ScanUploadForm
+from .forms import AddendumForm, CompareForm, PatientForm, ReadingForm, ScanUploadForm
 from .http import wants_json
-from .models import Prediction, SliceResult, Study
+from .models import Prediction, Review, Scan, SliceResult, Study
 from .urls_converters import ID_REGEX
 from .viewer import viewer_data
 from .worklist import WorklistFilter, worklist
@@ -87,9 +92,12 @@ def _query_without_page(request: HttpRequest) -> str:
 @require_GET
 def patient_list(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:100]
-    label = request.GET.get("label", "")
-    label = label if label in CLASS_NAMES else ""
-    patients = selectors.patients_with_latest_result(request.user, query=query, label=label)
+    # The latest study's result that counts: the signed reading, else the AI's (unread).
+    result = request.GET.get("result", "")
+    choices = dict(selectors.RESULT_CHOICES)
+    unknown = result if result and result not in choices else ""
+    result = "" if unknown else result
+    patients = selectors.patients_with_latest_result(request.user, query=query, result=result)
     trail.read_list("patient_list", detail="searched" if query else "")
     return render(
         request,
@@ -97,8 +105,9 @@ def patient_list(request: HttpRequest) -> HttpResponse:
         {
             "page": _page(request, patients),
             "q": query,
-            "label": label,
-            "labels": CLASS_NAMES,
+            "result": result,
+            "results": selectors.RESULT_CHOICES,
+            "unknown_result": unknown[:40],
             "query": _query_without_page(request),
         },
     )
@@ -238,6 +247,7 @@ def scan_upload(request: HttpRequest, pk: int) -> HttpResponse:
             return _form_error_response(form)
         status = 400
     else:
+        trail.read(patient, object_type="upload_form")  # the form shows who the scans are for
         status = 200
     context = {
         "patient": patient,
@@ -274,7 +284,7 @@ def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "patient": scan.patient,
         "prediction": prediction,
         "others": [p for p in predictions if p is not prediction],
-        "reading_form": _reading_form(prediction, request.user) if prediction else None,
+        **_reading_context(prediction, request.user, selectors.study_readings(scan.study_id)),
         "viewer": viewer_data(scan, prediction),
         "active_version": active,
         "can_apply_active": active is not None and all(p.model_version_id != active.pk for p in predictions),
@@ -289,19 +299,69 @@ def _prediction_to_read(predictions: list[Prediction]) -> Prediction | None:
     return next(iter(succeeded or predictions), None)
 
 
+def age_at(birth_date: date, on: date) -> int:
+    """Age in whole years on a day (the study's, for a report: not today's)."""
+    return on.year - birth_date.year - ((on.month, on.day) < (birth_date.month, birth_date.day))
+
+
+_CSS_PLAIN = frozenset(" .,:-_")
+
+
+def _css_string(text: str) -> SafeString:
+    """`text` as a CSS string: every character but ASCII letters, digits and a few harmless marks
+    hex-escaped (`\\b7 `: the space ends the escape and is not shown), so that nothing in it (a
+    quote, a backslash, "<", a newline) can end the string or the <style> element it is in."""
+    body = "".join(c if (c.isascii() and c.isalnum()) or c in _CSS_PLAIN else f"\\{ord(c):x} " for c in text)
+    return mark_safe(f'"{body}"')  # letters, digits, _CSS_PLAIN and hex escapes only
+
+
+def _report_context(scan: Scan, readings: list[Review]) -> dict[str, Any]:
+    """What the printed report adds to a scan: the study date and the patient's age on it, the
+    study's current signed report (its corrections and addenda) and second opinions, and the
+    running header and footer every printed page carries."""
+    patient = scan.patient
+    study_date = scan.study.study_date or scan.study_date or timezone.localdate(scan.created_at)
+    report = next((r for r in readings if r.is_report and r.is_current), None)
+    if report is None:
+        state = "Preliminary: no signed reading"
+    else:
+        state = "Signed reading, amended" if report.supersedes_id else "Signed reading"
+    return {
+        "study": scan.study,
+        "study_date": study_date,
+        "age_at_study": age_at(patient.birth_date, study_date),
+        "report": report,
+        "report_versions": [r for r in readings if r.is_report and not r.is_current],
+        "second_opinions": [r for r in readings if not r.is_report and r.is_current],
+        "running": {
+            "patient": _css_string(f"{patient.name} \u00b7 MRN {patient.mrn}"),
+            "dates": _css_string(f"Born {patient.birth_date:%Y-%m-%d} \u00b7 Study {study_date:%Y-%m-%d}"),
+            "state": _css_string(state),
+        },
+    }
+
+
 @login_required
 @require_GET
+# The running header's patient is in a <style> of the page's own, allowed by its nonce (django-csp
+# types its decorators for views of the request alone).
+@csp_update({"style-src": [NONCE]})  # type: ignore[arg-type]
 def scan_report(request: HttpRequest, pk: int) -> HttpResponse:
-    """A printable case report: patient, study, key slices, the AI result and the signed reading."""
+    """A printable case report: the clinician's signed reading first, then the patient and study,
+    and the AI output as a labelled appendix; patient identification and page x of y on every
+    printed page."""
     scan = selectors.scan_get(request.user, pk)
     trail.read(scan, object_type="report")
     prediction = _prediction_to_read(list(scan.predictions.all()))
+    readings = selectors.study_readings(scan.study_id)
     context = {
         "scan": scan,
         "patient": scan.patient,
         "prediction": prediction,
+        "readings": readings,
         "key_slices": _key_slices(prediction, REPORT_KEY_SLICES),
         "aggregation_rule": Prediction.AGGREGATION_RULE,
+        **_report_context(scan, readings),
     }
     return render(request, "cases/scan_report.html", context)
 
@@ -331,27 +391,44 @@ def prediction_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "scan": prediction.scan,
             "patient": prediction.scan.patient,
             "aggregation_rule": Prediction.AGGREGATION_RULE,
-            "reading_form": _reading_form(prediction, request.user),
+            **_reading_context(prediction, request.user, selectors.study_readings(prediction.scan.study_id)),
         },
     )
 
 
-def _reading_form(prediction: Prediction, user: selectors.Viewer, data: Any = None) -> ReadingForm:
-    """The sign-off form, offering to amend the prediction's current readings (your own first)."""
-    current = sorted(
-        (r for r in prediction.reviews.all() if r.is_current), key=lambda r: r.reviewer_id != user.pk
+def _reading_context(
+    prediction: Prediction | None, user: selectors.Viewer, readings: list[Review]
+) -> dict[str, Any]:
+    """The study's readings, its current report (what an addendum is added to) and the sign-off
+    form for the prediction read (none while there is none)."""
+    return {
+        "readings": readings,
+        "study_report": selectors.report_of(readings),
+        "reading_form": _reading_form(readings, user) if prediction else None,
+        "addendum_form": AddendumForm(),
+    }
+
+
+def _reading_form(readings: list[Review], user: selectors.Viewer, data: Any = None) -> ReadingForm:
+    """The sign-off form, offering to amend the study's current readings (your own first); a
+    second opinion where someone else has signed the report, the report otherwise."""
+    current = sorted((r for r in readings if r.is_current), key=lambda r: r.reviewer_id != user.pk)
+    own = next((r for r in current if r.reviewer_id == user.pk), None)
+    reported = any(r.is_report for r in current)
+    kind = Review.Kind.SECOND_OPINION if reported and own is None else Review.Kind.REPORT
+    return ReadingForm(
+        data, correctable=current, initial={"supersedes": own.pk if own else None, "kind": kind}
     )
-    own = next((r.pk for r in current if r.reviewer_id == user.pk), None)
-    return ReadingForm(data, correctable=current, initial={"supersedes": own})
 
 
 @login_required
 @require_POST
 def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
-    """Sign a reading of the prediction (or amend one); back to the scan's reading room."""
+    """Sign the study's report on the prediction, record a second opinion, or amend a reading;
+    back to the scan's reading room. A second signature of the report is refused with who signed."""
     prediction = selectors.prediction_get(request.user, pk)
     target = prediction.scan.get_absolute_url() + "#reading"
-    form = _reading_form(prediction, request.user, request.POST)
+    form = _reading_form(selectors.study_readings(prediction.scan.study_id), request.user, request.POST)
     if not form.is_valid():
         messages.error(request, " ".join(str(m) for errors in form.errors.values() for m in errors))
         return redirect(target)
@@ -366,8 +443,31 @@ def review_submit(request: HttpRequest, pk: int) -> HttpResponse:
             label=label,
             comment=form.cleaned_data["comment"],
             supersedes=form.cleaned_data["supersedes"],
+            kind=form.cleaned_data["kind"],
         ),
         "Your reading is signed.",
+    )
+
+
+@login_required
+@require_POST
+def addendum_add(request: HttpRequest, pk: int) -> HttpResponse:
+    """Add an addendum to the study's signed report; back to the reading room of its series."""
+    study = selectors.study_get(request.user, pk)
+    report = selectors.report_of(selectors.study_readings(study))
+    series = report.prediction.scan if report else study.series.order_by("created_at", "id").first()
+    target = (series.get_absolute_url() if series else study.patient.get_absolute_url()) + "#reading"
+    form = AddendumForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(str(m) for errors in form.errors.values() for m in errors))
+        return redirect(target)
+    return _act(
+        request,
+        target,
+        lambda: services.addendum_add(
+            study=study, author=selectors.signed_in(request.user), text=form.cleaned_data["text"]
+        ),
+        "Your addendum is added to the report.",
     )
 
 
@@ -437,5 +537,5 @@ def agreement(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "cases/agreement.html",
-        {"versions": agreement_by_model_version(), "classes": CLASS_NAMES},
+        {"versions": agreement_by_model_version(), "readers": reader_agreement(), "classes": CLASS_NAMES},
     )

@@ -1,8 +1,9 @@
 """The reading worklist: a clinician's studies to read, unread first, the most suspicious on top.
 
 One query for the page or the API: each scan carries its latest prediction's state and suspicion
-and its reading state (unread, final, amended) as annotations, so filters and ordering run in the
-database. The same FilterSet validates the page's and the API's query parameters."""
+and its study's reading state (unread, final, addended, amended) as annotations, so filters and
+ordering run in the database. The same FilterSet validates the page's and the API's query
+parameters."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from django.db.models import (
 from django.forms import DateInput
 
 from . import selectors
-from .models import Prediction, Review, Scan, Slice
+from .models import Addendum, Prediction, Scan, Slice, current_report, disagreement
 
 STATES = [
     ("queued", "Queued"),
@@ -32,7 +33,7 @@ STATES = [
     ("not_assessable", "Not assessable"),
     ("failed", "Failed"),
 ]
-READINGS = [("unread", "Unread"), ("final", "Final"), ("amended", "Amended")]
+READINGS = [("unread", "Unread"), ("final", "Final"), ("addended", "Addended"), ("amended", "Amended")]
 
 
 def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
@@ -40,15 +41,19 @@ def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
     failed, pending and unassessable studies after the scored ones), then the newest study first.
 
     Each scan is judged by the prediction a clinician reads on its page: the newest succeeded
-    one, else the newest of any state (a re-run in the queue does not hide a result), and it is
-    read when that prediction has a current signed reading (a newer result is unread again)."""
+    one, else the newest of any state (a re-run in the queue does not hide a result). It is read
+    when its study has a signed report (a rerun of the AI leaves it read): final, addended once
+    text was added to it, amended once it was corrected; `disagreement` when a second opinion's
+    label differs from the report's."""
     to_read = (
         Prediction.objects.filter(scan=OuterRef("pk"))
         .annotate(pending=Case(When(status="succeeded", then=Value(0)), default=Value(1)))
         .order_by("pending", "-created_at", "-id")
     )
-    current = Review.objects.filter(prediction=OuterRef("prediction_id"), superseded_by__isnull=True)
-    signed = current.order_by("-created_at", "-id")
+    report = current_report(OuterRef("study_id"))
+    addenda = Addendum.objects.filter(
+        report__study=OuterRef("study_id"), report__kind="report", report__superseded_by__isnull=True
+    )
     return (
         selectors.scans_for(user)
         .annotate(
@@ -71,13 +76,15 @@ def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
         )
         .annotate(
             reading=Case(
-                When(Exists(current.filter(supersedes__isnull=False)), then=Value("amended")),
-                When(Exists(current), then=Value("final")),
+                When(Exists(report.filter(supersedes__isnull=False)), then=Value("amended")),
+                When(Exists(addenda), then=Value("addended")),
+                When(Exists(report), then=Value("final")),
                 default=Value("unread"),
             ),
-            read_label=Subquery(signed.values("label")[:1]),
-            read_by=Subquery(signed.values("reviewer__username")[:1]),
-            read_at=Subquery(signed.values("created_at")[:1]),
+            read_label=Subquery(report.values("label")[:1]),
+            read_by=Subquery(report.values("reviewer__username")[:1]),
+            read_at=Subquery(report.values("created_at")[:1]),
+            disagreement=disagreement(OuterRef("study_id")),
             # No slice assessable: finished, but no suspicion and no label (older results have a label).
             state=Case(
                 When(
@@ -90,10 +97,10 @@ def worklist(user: selectors.Viewer) -> QuerySet[Scan]:
             ),
         )
         .annotate(
-            # Read (final or amended) is "a current reading exists": one lookup per scan to sort by,
-            # where testing `reading` would run both of its EXISTS for every scan of the team.
+            # Read (final, addended or amended) is "the study has a report": one lookup per scan to
+            # sort by, where testing `reading` would run each of its EXISTS for every scan of the team.
             unread_first=Case(
-                When(Exists(current), then=Value(1)), default=Value(0), output_field=IntegerField()
+                When(Exists(report), then=Value(1)), default=Value(0), output_field=IntegerField()
             ),
         )
         .order_by("unread_first", F("suspicion").desc(nulls_last=True), "-study_date", "-id")

@@ -42,9 +42,11 @@ def reports_for(user: Viewer) -> QuerySet[Prediction]:
 
 
 def reviews_for(user: Viewer) -> QuerySet[Review]:
-    """Signed readings of the user's patients' predictions, with what their reports show."""
-    return Review.objects.filter(prediction__in=selectors.predictions_for(user)).select_related(
-        "reviewer", "prediction__scan__patient", "prediction__model_version"
+    """Signed reports on the user's patients' studies (a second opinion is no report of record)."""
+    return (
+        Review.objects.reports()
+        .filter(prediction__in=selectors.predictions_for(user))
+        .select_related("reviewer", "prediction__scan__patient", "prediction__model_version")
     )
 
 

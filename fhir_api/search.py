@@ -639,25 +639,26 @@ def _diagnostic_reports(user: Viewer, query: Query, page: slice) -> tuple[int, l
         return total, []
     # Both kinds in one order (by default the latest issued first): their keys in one query, then
     # the page's rows. By _id, predictions (`prediction-…`) come before reviews (`review-…`).
-    columns = {"_id": ("kind", "pk"), "_lastUpdated": ("at",), "date": ("day",)}
+    # (`source`, not `kind`: Review has a field of that name.)
+    columns = {"_id": ("source", "pk"), "_lastUpdated": ("at",), "date": ("day",)}
     order = [
         f"{'-' if descending else ''}{column}" for key, descending in query.sort for column in columns[key]
     ]
     keys = (
         predictions.order_by()
-        .annotate(kind=Value(0, output_field=IntegerField()), at=F("issued_at"), day=F("scan__study_date"))
-        .values_list("at", "kind", "pk", "day")
+        .annotate(source=Value(0, output_field=IntegerField()), at=F("issued_at"), day=F("scan__study_date"))
+        .values_list("at", "source", "pk", "day")
         .union(
             reviews.order_by()
             .annotate(
-                kind=Value(1, output_field=IntegerField()),
+                source=Value(1, output_field=IntegerField()),
                 at=F("created_at"),
                 day=F("prediction__scan__study_date"),
             )
-            .values_list("at", "kind", "pk", "day"),
+            .values_list("at", "source", "pk", "day"),
             all=True,
         )
-        .order_by(*order, "-at", "-kind", "-pk")[page]
+        .order_by(*order, "-at", "-source", "-pk")[page]
     )
     rows = [(kind, pk) for _, kind, pk, _ in keys]
     found_predictions = reads.reports_for(user).in_bulk([pk for kind, pk in rows if kind == 0])

@@ -106,11 +106,11 @@ def test_late_patient_list_page_costs_what_the_first_does(page, api, alice, team
 
 @pytest.mark.parametrize(
     ("kind", "url", "ceiling"),
-    [("page", "/patients/{}/", 15), ("api", "/api/v1/patients/{}/history/", 9)],
+    [("page", "/patients/{}/", 16), ("api", "/api/v1/patients/{}/history/", 10)],
 )
 def test_patient_history_queries_do_not_grow_with_studies(request, alice, patient, kind, url, ceiling):
-    """Beside the view's own: the page's count, its studies, their series, predictions, readings
-    (and on the page the series' first slices)."""
+    """Beside the view's own: the page's count, its studies, their series, predictions, readings,
+    the reports' addenda (and on the page the series' first slices)."""
     _pinned(request.getfixturevalue(kind), lambda: url.format(patient.pk), _studies(patient, alice), ceiling)
 
 
@@ -134,23 +134,24 @@ def test_late_history_page_costs_what_the_first_does(page, api, alice, patient):
 @pytest.mark.parametrize(
     ("kind", "url", "ceiling"),
     [
-        ("page", "/scans/{scan}/", 12),
-        ("api", "/api/v1/scans/{scan}/", 8),
-        ("page", "/predictions/{prediction}/", 10),
-        ("api", "/api/v1/predictions/{prediction}/", 7),
+        # the readings' addenda (+1); on the pages also the study's readings and their addenda (+2)
+        ("page", "/scans/{scan}/", 15),
+        ("api", "/api/v1/scans/{scan}/", 9),
+        ("page", "/predictions/{prediction}/", 13),
+        ("api", "/api/v1/predictions/{prediction}/", 8),
     ],
 )
 def test_scan_and_prediction_queries_do_not_grow_with_slices_and_readings(
     request, alice, bob, patient, kind, url, ceiling
 ):
-    """Rows here: a study's slices, their results, its readings (each amended) and other
-    predictions' studies of the patient."""
+    """Rows here: a study's slices, their results, its readings (a report and a second opinion,
+    each amended) and other predictions' studies of the patient."""
     scans: list[Scan] = []
 
     def add(n: int) -> None:
         scan = study(patient, alice, suspicion=0.7, slices=n)
-        for reader in (alice, bob)[: 1 + (n > 2)]:
-            sign(scan, reader, "benign", amends=sign(scan, reader, "malignant"))
+        for reader, kind in ((alice, "report"), (bob, "second_opinion"))[: 1 + (n > 2)]:
+            sign(scan, reader, "benign", amends=sign(scan, reader, "malignant", kind=kind))
         scans.append(scan)
 
     def target() -> str:

@@ -11,6 +11,7 @@ from inference.models import ModelVersion
 from inference.preprocessing import ACCEPTED_FORMATS_TEXT, CLASS_NAMES
 
 from ..models import (
+    Addendum,
     CareTeam,
     Patient,
     Prediction,
@@ -103,8 +104,24 @@ class SliceResultSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
         return _absolute(self.context, "heatmap", obj.pk) if obj.heatmap else None
 
 
+class AddendumSerializer(serializers.ModelSerializer):
+    """Text added to a signed report: who, when, what; never edited."""
+
+    author = serializers.CharField(source="author.get_username", read_only=True)
+
+    class Meta:
+        model = Addendum
+        fields = ["id", "report", "author", "text", "created_at"]
+        read_only_fields = ["report"]
+
+
+class AddendumInputSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=4000, help_text="The addendum: appended to the signed report.")
+
+
 class ReviewSerializer(serializers.ModelSerializer):
     reviewer = serializers.CharField(source="reviewer.get_username", read_only=True)
+    addenda = AddendumSerializer(many=True, read_only=True, help_text="Text added to this report version.")
     supersedes = serializers.IntegerField(
         source="supersedes_id",
         required=False,
@@ -124,6 +141,8 @@ class ReviewSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "prediction",
+            "study",
+            "kind",
             "reviewer",
             "verdict",
             "label",
@@ -131,9 +150,18 @@ class ReviewSerializer(serializers.ModelSerializer):
             "created_at",
             "supersedes",
             "superseded_by",
+            "addenda",
         ]
-        read_only_fields = ["prediction"]
+        read_only_fields = ["prediction", "study"]
         extra_kwargs = {
+            "kind": {
+                "required": False,
+                "help_text": (
+                    "report (the default): the study's signed report, one per study (a second "
+                    "signature is answered 409); second_opinion: another reader's reading. A "
+                    "correction keeps the kind of the reading it supersedes."
+                ),
+            },
             "label": {
                 "required": False,
                 "allow_blank": True,
@@ -152,6 +180,20 @@ class ReviewSerializer(serializers.ModelSerializer):
         if not attrs.get("verdict") and not attrs.get("label"):
             raise serializers.ValidationError({"label": ["Give the label you read (or a verdict)."]})
         return attrs
+
+
+class StudyReportSerializer(serializers.Serializer):
+    """A study's reading: its signed report as it stands, with its addenda and earlier versions,
+    and second opinions."""
+
+    study = serializers.IntegerField(source="study.pk")
+    state = serializers.ChoiceField(choices=READINGS, help_text="unread, final, addended or amended.")
+    report = ReviewSerializer(allow_null=True, help_text="The current version of the signed report.")
+    earlier_versions = ReviewSerializer(many=True, help_text="Versions it replaced, the newest first.")
+    second_opinions = ReviewSerializer(many=True, help_text="Other readers' readings, the newest first.")
+    disagreement = serializers.BooleanField(
+        help_text="A current second opinion's label differs from the report's."
+    )
 
 
 class PredictionSerializer(ProbabilitiesMixin, serializers.ModelSerializer):
@@ -396,8 +438,22 @@ class PatientSerializer(serializers.ModelSerializer):
         help_text="Care team id; optional when you belong to exactly one team.",
     )
     team_name = serializers.CharField(source="team.name", read_only=True)
-    latest_status = serializers.CharField(read_only=True, allow_null=True, default=None)
-    latest_label = serializers.CharField(read_only=True, allow_null=True, default=None)
+    latest_status = serializers.CharField(
+        read_only=True, allow_null=True, default=None, help_text="The state of the latest study's AI result."
+    )
+    latest_label = serializers.CharField(
+        read_only=True, allow_null=True, default=None, help_text="The AI's label of the latest study."
+    )
+    latest_result = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="What counts: the latest study's signed reading's label, else the AI's result "
+        "(a label, not_malignant, not_assessable, or its state).",
+    )
+    latest_reading = serializers.SerializerMethodField(
+        help_text="The latest study's reading: final, amended, or unread (null: no study)."
+    )
 
     class Meta:
         model = Patient
@@ -413,6 +469,8 @@ class PatientSerializer(serializers.ModelSerializer):
             "created_at",
             "latest_status",
             "latest_label",
+            "latest_result",
+            "latest_reading",
         ]
         # Uniqueness of (team, MRN) is checked by the service, with the team resolved first.
         validators: list[Any] = []
@@ -426,6 +484,13 @@ class PatientSerializer(serializers.ModelSerializer):
 
     def get_url(self, obj: Patient) -> str:
         return _absolute(self.context, "patient-detail", obj.pk)
+
+    def get_latest_reading(self, obj: Patient) -> str | None:
+        if getattr(obj, "latest_study_id", None) is None:
+            return None
+        if getattr(obj, "latest_reading_label", None) is None:
+            return "unread"
+        return "amended" if getattr(obj, "latest_reading_amended", False) else "final"
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None and "team" not in attrs:
@@ -487,10 +552,15 @@ class WorklistItemSerializer(serializers.Serializer):
     ai_label = serializers.CharField(allow_null=True)
     finding = serializers.CharField(allow_null=True)
     not_assessable_slices = serializers.IntegerField(allow_null=True)
-    reading = serializers.ChoiceField(choices=READINGS)
-    read_label = serializers.CharField(allow_null=True, help_text="The signed reading's label.")
+    reading = serializers.ChoiceField(
+        choices=READINGS, help_text="The study's signed report: unread, final, addended or amended."
+    )
+    read_label = serializers.CharField(allow_null=True, help_text="The signed report's label.")
     read_by = serializers.CharField(allow_null=True)
     read_at = serializers.DateTimeField(allow_null=True)
+    disagreement = serializers.BooleanField(
+        help_text="A second opinion on the study differs from its signed report's label."
+    )
 
     def get_url(self, obj: Scan) -> str:
         return _absolute(self.context, "scan-detail", obj.pk)

@@ -25,7 +25,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from audit import trail
-from core.http import error_response
+from core.http import error_body, error_response
 from inference.models import ModelVersion
 from inference.preprocessing import CLASS_NAMES
 from pacs.ingest import study_upload
@@ -99,7 +99,12 @@ class PatientFilter(django_filters.FilterSet):
     latest_label = django_filters.ChoiceFilter(
         field_name="latest_label",
         choices=[(c, c) for c in CLASS_NAMES],
-        help_text="Label of the latest prediction.",
+        help_text="The AI's label of the latest study (whatever its reading says).",
+    )
+    latest_result = django_filters.ChoiceFilter(
+        field_name="latest_result",
+        choices=selectors.RESULT_CHOICES,
+        help_text="The latest study's result that counts: its signed reading's label, else the AI's result.",
     )
 
     def search(self, queryset: Any, name: str, value: str) -> Any:
@@ -159,7 +164,7 @@ class PatientViewSet(
 
     @extend_schema(responses=s.HistoryStudySerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None, pagination_class=HistoryPagination)
-    def history(self, request: Request, pk: str) -> Response:
+    def history(self, request: Request, pk: str, format: str | None = None) -> Response:
         """The patient's studies, the latest study date first, paged (`?page=`): each with its
         series, their predictions and readings, newest first."""
         patient = selectors.patient_get(request.user, int(pk))
@@ -180,7 +185,7 @@ class PatientViewSet(
         filterset_class=None,
         pagination_class=None,
     )
-    def scans(self, request: Request, pk: str) -> Response:
+    def scans(self, request: Request, pk: str, format: str | None = None) -> Response:
         """Upload one or many slices as a scan; its prediction is queued. Poll `prediction.url`."""
         patient = selectors.patient_get(request.user, int(pk))
         upload = s.ScanUploadSerializer(data=request.data)
@@ -220,9 +225,43 @@ class StudyViewSet(AuditedRecordMixin, mixins.ListModelMixin):
         trail.read_list("study_list", detail="searched" if request.query_params else "")
         return super().list(request, *args, **kwargs)
 
+    @extend_schema(responses={200: s.StudyReportSerializer}, filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def report(self, request: Request, pk: str, format: str | None = None) -> Response:
+        """The study's reading: its signed report as it stands (with addenda), the versions it
+        replaced, and second opinions."""
+        study = self.get_object()
+        trail.read(study, object_type="study_report")
+        readings = selectors.study_readings(study)
+        report = selectors.report_of(readings)
+        body = {
+            "study": study,
+            "state": report.reading_state if report else "unread",
+            "report": report,
+            "earlier_versions": [r for r in readings if r.is_report and not r.is_current],
+            "second_opinions": [r for r in readings if not r.is_report],
+            "disagreement": any(r.disagrees_with_report for r in readings),
+        }
+        return Response(s.StudyReportSerializer(body, context={"request": request}).data)
+
+    @extend_schema(request=s.AddendumInputSerializer, responses={201: s.AddendumSerializer}, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None, pagination_class=None)
+    def addendum(self, request: Request, pk: str, format: str | None = None) -> Response:
+        """Add an addendum to the study's signed report: appended with your name and the time, never
+        edited. A study without a signed report has nothing to add to (400)."""
+        study = self.get_object()
+        form = s.AddendumInputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        addendum = services.addendum_add(
+            study=study, author=selectors.signed_in(request.user), text=form.validated_data["text"]
+        )
+        return Response(
+            s.AddendumSerializer(addendum, context={"request": request}).data, status=status.HTTP_201_CREATED
+        )
+
     @extend_schema(responses={200: s.SeriesSummarySerializer(many=True)})
     @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
-    def series(self, request: Request, pk: str) -> Response:
+    def series(self, request: Request, pk: str, format: str | None = None) -> Response:
         """The study's series, in series-number order."""
         study = self.get_object()
         trail.read(study)
@@ -240,7 +279,7 @@ class ScanViewSet(AuditedRecordMixin):
 
     @extend_schema(request=None, responses={202: s.PredictionSerializer})
     @action(detail=True, methods=["post"])
-    def predictions(self, request: Request, pk: str) -> Response:
+    def predictions(self, request: Request, pk: str, format: str | None = None) -> Response:
         """Classify the scan with the active model version, keeping earlier results."""
         scan = self.get_object()
         prediction = services.prediction_request(scan=scan, requested_by=selectors.signed_in(request.user))
@@ -259,7 +298,7 @@ class PredictionViewSet(AuditedRecordMixin):
 
     @extend_schema(request=None, responses={202: s.PredictionSerializer})
     @action(detail=True, methods=["post"])
-    def rerun(self, request: Request, pk: str) -> Response:
+    def rerun(self, request: Request, pk: str, format: str | None = None) -> Response:
         """Queue a failed or stale prediction again."""
         prediction = services.prediction_rerun(
             prediction=self.get_object(), requested_by=selectors.signed_in(request.user)
@@ -269,21 +308,34 @@ class PredictionViewSet(AuditedRecordMixin):
             status=status.HTTP_202_ACCEPTED,
         )
 
-    @extend_schema(request=s.ReviewSerializer, responses={201: s.ReviewSerializer})
+    @extend_schema(
+        request=s.ReviewSerializer,
+        responses={
+            201: s.ReviewSerializer,
+            409: OpenApiResponse(
+                description="The study's report is already signed by someone else (the detail names "
+                "who and when): add an addendum or record a second opinion."
+            ),
+        },
+    )
     @action(detail=True, methods=["post"])
-    def reviews(self, request: Request, pk: str) -> Response:
-        """Record your agreement with, or correction of, a succeeded prediction."""
+    def reviews(self, request: Request, pk: str, format: str | None = None) -> Response:
+        """Sign the study's report on a succeeded prediction (agreeing with or correcting the AI),
+        record a second opinion (`kind`), or correct a reading (`supersedes`)."""
         prediction = self.get_object()
         form = s.ReviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         fields = dict(form.validated_data)
         fields.setdefault("verdict", services.verdict_for(prediction, fields.get("label", "")))
-        review = services.review_submit(
-            prediction=prediction,
-            reviewer=selectors.signed_in(request.user),
-            supersedes=fields.pop("supersedes_id", None),
-            **fields,
-        )
+        try:
+            review = services.review_submit(
+                prediction=prediction,
+                reviewer=selectors.signed_in(request.user),
+                supersedes=fields.pop("supersedes_id", None),
+                **fields,
+            )
+        except services.ReportConflict as conflict:
+            return Response(error_body(" ".join(conflict.messages)), status=status.HTTP_409_CONFLICT)
         return Response(
             s.ReviewSerializer(review, context={"request": request}).data, status=status.HTTP_201_CREATED
         )

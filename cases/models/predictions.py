@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import reduce
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -16,8 +18,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from health.models import WorkerHeartbeat
+from inference.artifacts import read_card
 from inference.preprocessing import CLASS_NAMES, most_probable
-from inference.study import RULE_SUMMARY
+from inference.study import RULE_SUMMARY, StudyRule
 
 from .records import LABEL_CHOICES, Scan, Slice
 
@@ -29,6 +32,10 @@ class Probabilities(models.Model):
     p_normal = models.FloatField(null=True, blank=True)
     p_benign = models.FloatField(null=True, blank=True)
     p_malignant = models.FloatField(null=True, blank=True)
+
+    # A prediction's probabilities are the mean over its assessable slices: a summary, not the
+    # study's malignancy figure (that is its suspicion); a slice result's are the slice's own.
+    is_mean_of_slices = False
 
     class Meta:
         abstract = True
@@ -49,6 +56,17 @@ class Probabilities(models.Model):
         }
 
 
+@functools.lru_cache(maxsize=32)
+def _operating_rule(weights_dir: str, sha256: str) -> StudyRule | None:
+    """The study rule on a model version's card (read once per process and version); None where
+    the card cannot be read: a threshold is then not shown rather than guessed."""
+    try:
+        card = read_card(Path(weights_dir))
+    except (OSError, ValueError):
+        return None
+    return StudyRule.from_card(card) if card else None  # no study_rule: the defaults it ran by
+
+
 class PredictionQuerySet(models.QuerySet["Prediction"]):
     def stale(self, now: datetime | None = None) -> PredictionQuerySet:
         return self.filter(Prediction.stale_q(now or timezone.now()))
@@ -62,6 +80,7 @@ class Prediction(Probabilities):
         FAILED = "failed", "Failed"
 
     AGGREGATION_RULE = RULE_SUMMARY
+    is_mean_of_slices = True
 
     scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="predictions")
     model_version = models.ForeignKey(
@@ -154,6 +173,13 @@ class Prediction(Probabilities):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def operating_rule(self) -> StudyRule | None:
+        """The rule this result was made by: its thresholds (`malignant_threshold` for the study's
+        suspicion, `slice_threshold` for a suspicious slice), from the model version's card."""
+        version = self.model_version
+        return _operating_rule(str(version.weights_path), version.sha256)
 
     @property
     def most_suspicious_first(self) -> list[SliceResult]:

@@ -26,7 +26,7 @@ from .retention import (
     patient_purge_plan,
     patients_to_purge,
 )
-from .reviews import review_submit, verdict_for
+from .reviews import ReportConflict, addendum_add, review_submit, verdict_for
 from .uploads import CheckedSlice, UploadError, display_name, scan_upload, slice_check
 
 __all__ = [
@@ -34,9 +34,11 @@ __all__ = [
     "PredictionConflict",
     "PredictionRetry",
     "PurgeSummary",
+    "ReportConflict",
     "RetentionError",
     "SweepReport",
     "UploadError",
+    "addendum_add",
     "credentials_revoke",
     "display_name",
     "media_sweep",

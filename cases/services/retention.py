@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from audit import trail
 
-from ..models import Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult, Study
+from ..models import Addendum, Patient, Prediction, PredictionRun, Review, Scan, Slice, SliceResult, Study
 from .storage import files_delete
 
 
@@ -89,6 +89,7 @@ def patient_purge(*, patient_id: int) -> PurgeSummary:
         # Locked: an upload for this patient waits, then finds no patient.
         Patient.objects.select_for_update().get(pk=patient_id)
         summary = _summary(patient_id)
+        Addendum.objects.filter(report__study__patient_id=patient_id).delete()
         _reviews_delete(Review.objects.filter(prediction__scan__patient_id=patient_id))
         _slice_results(patient_id).delete()
         PredictionRun.objects.filter(prediction__scan__patient_id=patient_id).delete()

@@ -341,3 +341,19 @@ def test_the_prediction_page_shows_the_finding_suspicion_and_model_figures(clien
 def test_an_unknown_api_path_with_a_newline_still_answers_json(logged_in):
     response = logged_in.get("/api/v1/predictions/%C2%B6%0A/reviews/")
     assert response.status_code == 404 and response["Content-Type"] == "application/json"
+
+
+def test_writes_with_a_format_suffix_answer_the_client_never_500(request, objects):
+    """DRF routes `.json` to every action: the writes must take it as the reads do."""
+    api = api_as(request, "alice")
+    scan, prediction = objects["scan"], objects["prediction"]
+    writes = [
+        (reverse("api:patient-scans", args=[objects["patient"].pk]), {}),
+        (reverse("api:scan-predictions", args=[scan.pk]), {}),
+        (reverse("api:prediction-rerun", args=[prediction.pk]), {}),
+        (reverse("api:prediction-reviews", args=[prediction.pk]), {"verdict": "bogus"}),
+        (reverse("api:study-addendum", args=[scan.study_id]), {"text": ""}),
+    ]
+    for path, body in writes:
+        response = api.post(path.rstrip("/") + ".json", body, format="json")
+        assert response.status_code < 500 and response["Content-Type"].startswith("application/json"), path

@@ -1,13 +1,14 @@
 """Agreement between the AI's labels and the reviewed labels, per model version: admins only.
 
-Known data (each current review counts once; superseded reviews never count):
+Known data (each study counts once, by its current report; superseded versions and second
+opinions never count against the AI; readers' disagreement is counted once per study):
 
     version v1 (older)                          version v2 (newer)
-    P1 AI malignant: alice malignant,           P6 AI benign: alice benign
-       bob benign -> corrected to malignant
-    P2 AI benign: alice benign -> malignant -> normal
-    P3 AI "" (not malignant): alice benign, bob malignant
-    P4 AI normal: alice normal
+    P1 AI malignant: alice's report malignant,  P6 AI benign: alice's report benign
+       bob's second opinion benign -> corrected to malignant (readers agree)
+    P2 AI benign: alice's report benign -> malignant -> normal
+    P3 AI "" (not malignant): alice's report benign, bob's second opinion malignant (readers disagree)
+    P4 AI normal: alice's report normal
     P5 AI normal: no review (not counted)
 """
 
@@ -17,7 +18,13 @@ from django.urls import reverse
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from cases.agreement import ClassAgreement, MatrixRow, agreement_by_model_version
+from cases.agreement import (
+    ClassAgreement,
+    MatrixRow,
+    ReaderAgreement,
+    agreement_by_model_version,
+    reader_agreement,
+)
 from cases.models import Prediction, Review, Scan, Study
 from inference.models import ModelVersion
 from tests.factories import PatientFactory
@@ -43,11 +50,22 @@ def _prediction(version: ModelVersion, label: str, *, patient=None, status: str 
     )
 
 
-def _review(prediction: Prediction, reviewer, label: str, supersedes: Review | None = None) -> Review:
+def _review(
+    prediction: Prediction, reviewer, label: str, supersedes: Review | None = None, kind: str = "report"
+) -> Review:
     verdict = "agree" if label == prediction.label else "disagree"
     return Review.objects.create(
-        prediction=prediction, reviewer=reviewer, verdict=verdict, label=label, supersedes=supersedes
+        prediction=prediction,
+        study_id=prediction.scan.study_id,
+        kind=supersedes.kind if supersedes else kind,
+        reviewer=reviewer,
+        verdict=verdict,
+        label=label,
+        supersedes=supersedes,
     )
+
+
+OPINION = "second_opinion"
 
 
 @pytest.fixture
@@ -56,13 +74,13 @@ def reviewed(alice, bob, team_a):
     patient = PatientFactory(team=team_a)
     p1 = _prediction(v1, "malignant", patient=patient)
     _review(p1, alice, "malignant")
-    _review(p1, bob, "malignant", supersedes=_review(p1, bob, "benign"))
+    _review(p1, bob, "malignant", supersedes=_review(p1, bob, "benign", kind=OPINION))
     p2 = _prediction(v1, "benign", patient=patient)
     first = _review(p2, alice, "benign")
     _review(p2, alice, "normal", supersedes=_review(p2, alice, "malignant", supersedes=first))
     p3 = _prediction(v1, "", patient=patient)
     _review(p3, alice, "benign")
-    _review(p3, bob, "malignant")
+    _review(p3, bob, "malignant", kind=OPINION)
     _review(_prediction(v1, "normal", patient=patient), alice, "normal")
     _prediction(v1, "normal", patient=patient)  # not reviewed
     _prediction(v1, "", patient=patient, status="queued")  # not finished
@@ -85,23 +103,32 @@ def test_agreement_figures_on_known_data(reviewed):
     assert [c.found_rate for c in newer.classes] == [None, 1.0, None]
 
     assert (older.model_version_id, older.model_version) == (v1.pk, "v1")
-    # The superseded reviews (bob's benign on P1, alice's benign and malignant on P2) are not counted.
-    assert (older.predictions, older.reviews, older.agreed) == (4, 6, 4)
-    assert older.agreement_rate == pytest.approx(4 / 6)
+    # One report per study: superseded versions (alice's benign and malignant on P2) and bob's
+    # second opinions (P1, P3) are not counted against the AI.
+    assert (older.predictions, older.reviews, older.agreed) == (4, 4, 3)
+    assert older.agreement_rate == pytest.approx(3 / 4)
     assert older.rows == (  # columns: normal, benign, malignant
         MatrixRow("normal", (1, 0, 0)),
         MatrixRow("benign", (1, 0, 0)),
-        MatrixRow("malignant", (0, 0, 2)),
-        MatrixRow("not_malignant", (0, 1, 1)),
+        MatrixRow("malignant", (0, 0, 1)),
+        MatrixRow("not_malignant", (0, 1, 0)),
     )
-    assert older.matrix["not_malignant"] == {"normal": 0, "benign": 1, "malignant": 1}
+    assert older.matrix["not_malignant"] == {"normal": 0, "benign": 1, "malignant": 0}
     assert older.classes == (
         ClassAgreement("normal", ai=1, reviewed=2, both=1),
         ClassAgreement("benign", ai=1, reviewed=1, both=0),
-        ClassAgreement("malignant", ai=2, reviewed=3, both=2),
+        ClassAgreement("malignant", ai=1, reviewed=1, both=1),
     )
     assert [c.confirmed_rate for c in older.classes] == [1.0, 0.0, 1.0]
-    assert [c.found_rate for c in older.classes] == [0.5, 0.0, pytest.approx(2 / 3)]
+    assert [c.found_rate for c in older.classes] == [0.5, 0.0, 1.0]
+
+
+def test_readers_disagreement_is_counted_once_per_study(reviewed, alice, bob, charlie):
+    assert reader_agreement() == ReaderAgreement(studies=2, disagreed=1)  # P1 agrees, P3 does not
+    p3 = Review.objects.get(kind=OPINION, label="malignant", supersedes__isnull=True).prediction
+    _review(p3, charlie, "normal", kind=OPINION)  # a second dissent on P3: still one study
+    assert reader_agreement() == ReaderAgreement(studies=2, disagreed=1)
+    assert reader_agreement().agreement_rate == pytest.approx(1 / 2)
 
 
 def test_a_version_without_current_reviews_is_not_listed(db):
@@ -119,14 +146,17 @@ def test_admin_sees_the_figures_on_the_page(client, admin_user, reviewed):
     page = response.content.decode()
     assert "reviewed cases only" in page
     assert page.index("Model version v2") < page.index("Model version v1")  # newest first
-    assert "4 reviewed predictions, 6 current reviews" in page and "agreement 4 of 6 (67%)" in page
+    assert "4 reviewed predictions, 4 signed reports" in page and "agreement 3 of 4 (75%)" in page
     # Cells are shaded by their share of the row, with classes (the CSP forbids inline styles).
-    assert 'class="cell-10" data-ai="malignant" data-reviewed="malignant">2<' in page
-    assert 'class="cell-5" data-ai="not_malignant" data-reviewed="benign">1<' in page
+    assert 'class="cell-10" data-ai="malignant" data-reviewed="malignant">1<' in page
+    assert 'class="cell-10" data-ai="not_malignant" data-reviewed="benign">1<' in page
     assert 'class="cell-0" data-ai="benign" data-reviewed="benign">0<' in page
     assert "Not malignant" in page and "style=" not in page
-    assert "<td>2</td><td>3</td><td>2</td>" in page  # malignant: AI said it, reviewers did, both
-    assert "<td>100%</td>\n      <td>67%</td>" in page
+    assert "<td>1</td><td>2</td><td>1</td>" in page  # normal: AI said it, reviewers did, both
+    assert "<td>100%</td>\n      <td>50%</td>" in page
+    # Second opinions: each study once, whatever its second opinions.
+    assert "2 studies with a signed report and a second opinion" in page
+    assert "the readers disagree on <strong>1</strong> (agreement 50%)" in page
 
 
 @pytest.mark.parametrize("who", ["alice", "charlie"])
@@ -207,23 +237,23 @@ def test_admin_gets_the_figures_from_the_api(admin_user, reviewed):
     assert {k: older[k] for k in ("model_version_id", "predictions", "reviews", "agreed")} == {
         "model_version_id": v1.pk,
         "predictions": 4,
-        "reviews": 6,
-        "agreed": 4,
+        "reviews": 4,
+        "agreed": 3,
     }
-    assert older["agreement_rate"] == pytest.approx(4 / 6)
+    assert older["agreement_rate"] == pytest.approx(3 / 4)
     assert older["matrix"] == {
         "normal": {"normal": 1, "benign": 0, "malignant": 0},
         "benign": {"normal": 1, "benign": 0, "malignant": 0},
-        "malignant": {"normal": 0, "benign": 0, "malignant": 2},
-        "not_malignant": {"normal": 0, "benign": 1, "malignant": 1},
+        "malignant": {"normal": 0, "benign": 0, "malignant": 1},
+        "not_malignant": {"normal": 0, "benign": 1, "malignant": 0},
     }
     assert [(c["label"], c["ai"], c["reviewed"], c["both"]) for c in older["classes"]] == [
         ("normal", 1, 2, 1),
         ("benign", 1, 1, 0),
-        ("malignant", 2, 3, 2),
+        ("malignant", 1, 1, 1),
     ]
     assert [c["confirmed_rate"] for c in older["classes"]] == [1.0, 0.0, 1.0]
-    assert [c["found_rate"] for c in older["classes"]] == [0.5, 0.0, pytest.approx(2 / 3)]
+    assert [c["found_rate"] for c in older["classes"]] == [0.5, 0.0, 1.0]
 
 
 @pytest.mark.parametrize("who", ["alice", "charlie"])
@@ -241,24 +271,24 @@ def test_anonymous_gets_401_from_the_api(reviewed):
 
 
 def _add_rows(alice, bob, n: int) -> None:
-    """More versions, predictions and reviews (with corrections) of every kind."""
+    """More versions, predictions, reports and second opinions (with corrections) of every kind."""
     version = _version(f"more-{n}")
     for i in range(n):
         prediction = _prediction(version, ["normal", "benign", "malignant", ""][i % 4])
-        _review(prediction, bob, "malignant", supersedes=_review(prediction, bob, "benign"))
         _review(prediction, alice, ["normal", "benign", "malignant"][i % 3])
+        _review(prediction, bob, "malignant", supersedes=_review(prediction, bob, "benign", kind=OPINION))
 
 
 def test_page_query_count_does_not_grow_with_rows(
     client, admin_user, alice, bob, reviewed, django_assert_max_num_queries
 ):
     client.force_login(admin_user)
-    with django_assert_max_num_queries(7) as few:  # session, user, 2 aggregates, session save
+    with django_assert_max_num_queries(8) as few:  # session, user, 3 aggregates, session save
         assert client.get(PAGE).status_code == 200
     _add_rows(alice, bob, 12)
     with django_assert_max_num_queries(len(few.captured_queries)):
         page = client.get(PAGE).content.decode()
-    assert "Model version more-12" in page and "12 reviewed predictions, 24 current reviews" in page
+    assert "Model version more-12" in page and "12 reviewed predictions, 12 signed reports" in page
 
 
 def test_api_query_count_does_not_grow_with_rows(
@@ -270,4 +300,4 @@ def test_api_query_count_does_not_grow_with_rows(
     _add_rows(alice, bob, 12)
     with django_assert_max_num_queries(len(few.captured_queries)):
         body = client.get(API).json()
-    assert len(body) == 3 and (body[0]["model_version"], body[0]["reviews"]) == ("more-12", 24)
+    assert len(body) == 3 and (body[0]["model_version"], body[0]["reviews"]) == ("more-12", 12)

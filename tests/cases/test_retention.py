@@ -25,7 +25,7 @@ def record(patient, alice, bob, slice_result):
     services.review_submit(
         prediction=prediction, reviewer=alice, verdict="disagree", label="malignant", supersedes=first.pk
     )
-    services.review_submit(prediction=prediction, reviewer=bob, verdict="agree")
+    services.review_submit(prediction=prediction, reviewer=bob, verdict="agree", kind="second_opinion")
     PredictionRun.objects.create(prediction=prediction, status="failed", queued_at=timezone.now())
     return patient
 

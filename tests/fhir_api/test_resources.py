@@ -13,6 +13,7 @@ from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
 
 from cases.models import Study
+from cases.services import ReportConflict
 from fhir_api import builders, reads
 from fhir_api.capability import capability_statement
 from inference.models import ModelVersion
@@ -172,8 +173,9 @@ def test_a_sign_off_is_final_and_a_correction_amended_and_the_first_stays_as_sig
     assert ai[0]["valueReference"]["reference"] == f"DiagnosticReport/prediction-{scan.predictions.get().pk}"
     assert amended["performer"][0]["identifier"]["value"] == "alice"
     assert any(e["url"] == builders.MODEL_PERFORMANCE_EXTENSION for e in amended["extension"])
-    # A colleague's own reading of the same study is final again.
-    assert read(bob, "DiagnosticReport", f"review-{sign(scan, bob, 'malignant').pk}")["status"] == "final"
+    # One report per study (issue 21): a colleague's signature of another final report is refused.
+    with pytest.raises(ReportConflict):
+        sign(scan, bob, "malignant")
 
 
 def test_observations_give_the_suspicion_and_each_class_probability(alice, patient):

@@ -77,7 +77,16 @@ def study(
     return scan
 
 
-def sign(scan: Scan, user: Any, label: str, *, comment: str = "", amends: Review | None = None) -> Review:
+def sign(
+    scan: Scan,
+    user: Any,
+    label: str,
+    *,
+    comment: str = "",
+    amends: Review | None = None,
+    kind: str = Review.Kind.REPORT,
+) -> Review:
+    """Sign the study's report on the scan's prediction (or, with `kind`, a second opinion)."""
     prediction = scan.predictions.get()
     return services.review_submit(
         prediction=prediction,
@@ -86,4 +95,5 @@ def sign(scan: Scan, user: Any, label: str, *, comment: str = "", amends: Review
         label=label,
         comment=comment,
         supersedes=amends.pk if amends else None,
+        kind=kind,
     )

@@ -163,15 +163,17 @@ def _newer_prediction(scan, **fields):
     )
 
 
-def test_a_newer_result_is_unread_again_and_ranked_by_its_own_suspicion(alice, bob, patient):
+def test_a_newer_result_leaves_the_signed_study_read(alice, bob, patient):
+    """The reading belongs to the study: a rerun of the AI shows its own result beside the signed
+    report, and the study stays read (issue 21; it used to become unread again)."""
     scan = study(patient, alice, suspicion=0.1)
     sign(scan, bob, "benign")
     calm = study(patient, alice, suspicion=0.3)
     _newer_prediction(scan, status="succeeded", label="malignant", suspicion=0.97, finding="Suspicious.")
     items = worklist(alice)["results"]
-    assert [(i["scan"], i["reading"], i["ai_label"]) for i in items] == [
-        (scan.pk, "unread", "malignant"),
-        (calm.pk, "unread", "benign"),
+    assert [(i["scan"], i["reading"], i["ai_label"], i["read_label"]) for i in items] == [
+        (calm.pk, "unread", "benign", None),
+        (scan.pk, "final", "malignant", "benign"),
     ]
 
 
