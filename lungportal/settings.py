@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 from lungportal import secret_key
 from lungportal.data_dir import DIRECTORY_MODE, FILE_MODE, private_directory, private_file
@@ -418,7 +419,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"ClassLabelEnum": "cases.models.LABEL_CHOICES"},
+    "ENUM_NAME_OVERRIDES": {
+        "ClassLabelEnum": "cases.models.LABEL_CHOICES",
+        "ReadingStateEnum": "cases.worklist.READINGS",  # the worklist filter and the report alike
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "cases.api.schema.add_error_responses",
@@ -475,6 +479,9 @@ LOGGING = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # Django hands its request to log lines as an extra: its text is the URL with the
+            # query string, which can hold a name or an MRN searched for. The message has the path.
+            "reserved_attrs": [*RESERVED_ATTRS, "request"],
         },
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
     },

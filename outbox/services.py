@@ -104,5 +104,12 @@ def events_due() -> list[int]:
 
 
 def events_sweep() -> int:
-    """Dispatch every due event (beat, every minute); how many this call finished."""
-    return sum(event_dispatch(event_id) for event_id in events_due())
+    """Dispatch every due event (beat, every minute); how many this call finished. One event that
+    cannot be dispatched does not hold up the rest: it is logged and waits for the next sweep."""
+    finished = 0
+    for event_id in events_due():
+        try:
+            finished += event_dispatch(event_id)
+        except Exception:
+            logger.exception("Outbox event %s could not be dispatched; the next sweep tries again", event_id)
+    return finished

@@ -45,6 +45,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _unexpected.append(f"{report.nodeid}: {reason}")
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A module that skips as a whole (importorskip, allow_module_level) skips every test in it."""
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _unexpected.append(f"{report.nodeid}: {reason}")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if strict() and _unexpected:
         terminalreporter.section("unexpected skips (tests/skip_policy.py)", red=True, bold=True)

@@ -48,6 +48,16 @@ def test_a_log_line_of_a_request_is_json_with_its_id(logged_in, console_lines):
     assert {"time", "message"} <= line.keys()
 
 
+def test_a_refused_search_logs_its_path_not_the_name_searched_for(logged_in, console_lines):
+    """Django logs a 4xx with the request as an extra; its text would carry the query string."""
+    answer = logged_in.get("/api/v1/patients/", {"q": "Zebedee Quixotic", "page": "99"})
+    assert answer.status_code == 404  # no such page: Django logs it
+
+    lines = [entry for entry in console_lines() if entry["logger"] == "django.request"]
+    assert lines and "/api/v1/patients/" in lines[0]["message"]
+    assert "Zebedee" not in json.dumps(lines)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_request_id_follows_an_upload_into_the_worker_and_no_patient_data_is_logged(
     worker, alice, team_a, console_lines

@@ -46,6 +46,13 @@ def test_an_unlisted_skip_fails_a_strict_run_and_says_which(tmp_path):
     assert "test_needs_a_tool: Skipped: the tool is not installed" in result.stdout
 
 
+def test_a_module_that_skips_as_a_whole_fails_a_strict_run(tmp_path):
+    (tmp_path / "test_gone.py").write_text('import pytest\npytest.importorskip("no_such_module_here")\n')
+    result = run_sample(tmp_path, LUNGPORTAL_STRICT_SKIPS="1")
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert "test_gone.py" in result.stdout and "no_such_module_here" in result.stdout
+
+
 def test_a_local_run_only_reports_the_skip(tmp_path):
     result = run_sample(tmp_path)
     assert result.returncode == pytest.ExitCode.OK, result.stdout

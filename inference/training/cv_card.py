@@ -191,7 +191,8 @@ def _lung_fields(card: dict[str, Any]) -> list[str]:
         "morphology; no downloaded weights), `inference/lung_fields.py`. On these windowed slices only "
         "soft tissue and bone show, so it finds the lung fields inside the ribs (each lung's dark region, "
         "filled and made convex: lesions at its edge stay in), without the air outside, the chest wall, "
-        "the axillae or the scanner table; from DICOM Hounsfield units it finds the lungs by density.",
+        "the axillae or the scanner table; from DICOM Hounsfield units it can find the lungs by density "
+        "(`lung_fields_hu`), but served heatmaps use the windowed path for every study today.",
         f"Checked on the dataset's {lung['slices']} distinct slices at {lung['size']} px: "
         f"{lung['flagged']} masks look wrong by the rules (empty, touching the border, area outside "
         f"{lung['area_range'][0]}–{lung['area_range'][1]} of the image, one-sided): {rules}. Median "

@@ -113,3 +113,15 @@ def test_the_report_stays_scoped_to_the_team(client, charlie, alice, patient):
     scan = study(patient, alice, suspicion=0.3)
     client.force_login(charlie)
     assert client.get(reverse("cases:scan_report", args=[scan.pk])).status_code == 404
+
+
+def test_an_addendum_to_a_version_later_amended_stays_on_the_print(client, alice, patient):
+    from cases import services
+
+    scan = study(patient, alice, suspicion=0.92)
+    first = sign(scan, alice, "malignant")
+    services.addendum_add(study=scan.study, author=alice, text="Compared with the 2024 CT: new.")
+    sign(scan, alice, "benign", amends=first)
+    body = report(client, alice, scan).content.decode()
+    appendix = body.index("Appendix: AI output, not a clinician's reading")
+    assert body.index(f'id="review-{first.pk}"') < body.index("Compared with the 2024 CT: new.") < appendix
