@@ -19,7 +19,9 @@ NEEDS_THE_DATASET = [
 
 
 def run_without_the_dataset(tmp_path, *, required: bool) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LUNGPORTAL_REQUIRE_DATASET", "PYTEST_ADDOPTS")}
+    # A local run: neither CI's dataset rule nor its skip rule (tests/skip_policy.py).
+    ci_only = ("LUNGPORTAL_REQUIRE_DATASET", "LUNGPORTAL_STRICT_SKIPS", "PYTEST_ADDOPTS")
+    env = {k: v for k, v in os.environ.items() if k not in ci_only}
     env |= {
         "LUNGPORTAL_DATASET_DIR": str(tmp_path / "no-dataset"),
         "LUNGPORTAL_DATA_DIR": str(tmp_path / "data"),

@@ -5,6 +5,7 @@ dates) and says "Page i of n"."""
 from __future__ import annotations
 
 import io
+import unicodedata
 from datetime import date
 
 import pytest
@@ -51,7 +52,11 @@ def printed(page, live_server, user, scan) -> list[str]:
     assert serious_accessibility_findings(page) == []
     pdf = page.pdf(format="A4")
     assert problems == []  # the running header's nonced <style> is allowed by the CSP, among others
-    return [" ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf)).pages]
+    # NFKC: the PDF's text has the font's ligatures ("ﬀ" in Tiﬀany), not the letters typed.
+    return [
+        " ".join(unicodedata.normalize("NFKC", p.extract_text()).split())
+        for p in PdfReader(io.BytesIO(pdf)).pages
+    ]
 
 
 def test_the_printed_report_opens_with_the_reading_and_names_the_patient_on_every_page(
