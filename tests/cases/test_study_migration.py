@@ -33,6 +33,22 @@ def at_latest():
     executor.migrate(executor.loader.graph.leaf_nodes())
 
 
+def one_slice(Slice: Any, scan: Any, **fields: Any) -> Any:
+    """A slice row of a historical model, as an upload stored it."""
+    return Slice.objects.create(
+        scan=scan,
+        position=0,
+        image="s.png",
+        thumbnail="t.png",
+        content_type="image/png",
+        sha256="a" * 64,
+        width=64,
+        height=64,
+        size_bytes=1,
+        **fields,
+    )
+
+
 def test_scans_become_series_of_studies_and_nothing_is_lost(at_latest):
     old = migrated(BEFORE)
     team = old.get_model("cases", "CareTeam").objects.create(name="Chest")
@@ -78,17 +94,7 @@ def test_scans_become_series_of_studies_and_nothing_is_lost(at_latest):
     Slice = old.get_model("cases", "Slice")
     Prediction = old.get_model("cases", "Prediction")
     for scan in scans.values():
-        Slice.objects.create(
-            scan=scan,
-            position=0,
-            image="s.png",
-            thumbnail="t.png",
-            content_type="image/png",
-            sha256="a" * 64,
-            width=64,
-            height=64,
-            size_bytes=1,
-        )
+        one_slice(Slice, scan)
         Prediction.objects.create(
             scan=scan, model_version=version, status="succeeded", label="malignant", finding="a finding"
         )
@@ -171,18 +177,7 @@ def test_every_migration_of_the_change_keeps_every_record(at_latest):
         for n in (1, 2)
     ] + [Scan.objects.create(patient=ann)]
     for scan in scans:
-        Slice.objects.create(
-            scan=scan,
-            position=0,
-            image="s.png",
-            thumbnail="t.png",
-            content_type="image/png",
-            sha256="a" * 64,
-            width=64,
-            height=64,
-            size_bytes=1,
-            sop_instance_uid=f"{scan.pk}.9",
-        )
+        one_slice(Slice, scan, sop_instance_uid=f"{scan.pk}.9")
         prediction = Prediction.objects.create(
             scan=scan, model_version=version, status="succeeded", label="malignant", finding="a finding"
         )
